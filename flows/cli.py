@@ -1,0 +1,251 @@
+"""The ``growth`` command (contract: shared/specs/cli-and-report.md).
+
+Exit status: 0 success, 2 bad usage or framework file, 3 quality gate
+blocked publication, 4 a source could not be read, 5 delivery failed.
+User errors print one clear line (or a short list) on stderr, never a
+traceback. Prefect is imported only by the commands that run a flow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from framework.config import FrameworkConfig, load_config
+from framework.errors import GrowthError, UsageError
+
+DEMO_FRAMEWORK = Path(__file__).resolve().parent.parent / "framework" / "demo" / "growth.yaml"
+
+
+def _yesterday() -> date:
+    return datetime.now(UTC).date() - timedelta(days=1)
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return n
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit 2 with one line, as argparse does, without the usage dump
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("GROWTH_DATA_DIR", "data")).resolve()
+
+
+def _quiet_runtime() -> None:
+    """Environment for a local flow run, set before Prefect or GX are imported."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "growth")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
+        home = _data_dir() / ".prefect"
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(home)
+
+
+# ---- commands ---------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file)
+    tracked = cfg.tracked_steps
+    print(
+        f"{args.file}: ok: '{cfg.name}', {len(cfg.steps)} steps "
+        f"({len(tracked)} tracked, {sum(s.qualifying for s in cfg.steps)} qualifying, "
+        f"{len(cfg.steps) - len(tracked)} untracked), sources: {', '.join(cfg.sources)}"
+    )
+    return 0
+
+
+def cmd_seed_demo(args: argparse.Namespace) -> int:
+    from tasks.seed import seed_demo
+
+    meta = seed_demo(
+        args.url, args.events_url, accounts=args.accounts, seed=args.seed, end_date=args.end_date,
+        progress=_progress_printer(),
+    )
+    print(
+        f"demo data: {meta['accounts']} accounts, seed {meta['seed']}, through {meta['end_date']}; "
+        f"product change on {meta['change_date']} lifts {meta['change_step']}"
+    )
+    return 0
+
+
+def _progress_printer():
+    if not sys.stderr.isatty():
+        return None
+
+    def show(table: str, done: int, total: int) -> None:
+        sys.stderr.write(f"\r  {table:<14} {done:>10,}/{total:,}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _apply_source_overrides(cfg: FrameworkConfig, pairs: list[str]) -> None:
+    from tasks.secrets import source_env_var
+
+    for pair in pairs:
+        name, sep, url = pair.partition("=")
+        if not sep or not name or not url:
+            raise UsageError(f"--source expects NAME=URL, got {pair.split('=', 1)[0]!r}=...")
+        if name not in cfg.sources:
+            raise UsageError(f"--source {name}: unknown source (sources: {', '.join(cfg.sources)})")
+        os.environ[source_env_var(name)] = url
+
+
+def _preflight(cfg: FrameworkConfig) -> None:
+    """Check sources and identifiers before paying Prefect's start-up: exit 2 or 4 in a second."""
+    from tasks import extract, secrets
+
+    sources = extract.open_sources(secrets.resolve_source_urls(cfg))
+    try:
+        extract.check_schema(cfg, sources)
+    finally:
+        sources.dispose()
+
+
+def _run_flow(
+    framework: Path, as_of: date | None, dry_run: bool, report_json: str | None,
+    channel: str | None, top_n: int | None, blocks_json: str | None,
+) -> int:
+    _quiet_runtime()
+    from flows.daily import growth_digest
+    from framework.digest import render_blocks, render_text
+    from framework.errors import DeliveryError, QualityGateError
+    from tasks.publish import write_blocks
+
+    code = 0
+    try:
+        report = growth_digest(
+            as_of=as_of, framework_path=str(framework), dry_run=dry_run, channel=channel,
+            top_n=top_n, report_json=report_json,
+        )
+    except (QualityGateError, DeliveryError) as exc:
+        report, code = exc.report, exc.exit_code
+        if report is None:
+            raise
+        print(render_text(report))
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return code
+    if report.delivery.status == "dry_run":
+        print(render_text(report))
+        if blocks_json:
+            write_blocks(render_blocks(report), blocks_json)
+    else:
+        print(f"digest {report.delivery.status} in {report.delivery.channel} (ts {report.delivery.ts})")
+    if report_json:
+        print(f"report: {report_json}", file=sys.stderr)
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.framework)
+    _apply_source_overrides(cfg, args.source or [])
+    _preflight(cfg)
+    return _run_flow(
+        Path(args.framework), args.as_of, args.dry_run, args.report_json, args.channel, args.top_n,
+        args.blocks_json,
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tasks.seed import read_demo_meta, seed_demo
+
+    from tasks.secrets import source_env_var
+
+    data = _data_dir()
+    data.mkdir(parents=True, exist_ok=True)
+    app_url = f"sqlite:///{data / 'demo_app.db'}"
+    events_url = f"sqlite:///{data / 'demo_events.db'}"
+    as_of = _yesterday()
+    meta = None if args.fresh else read_demo_meta(app_url)
+    wanted = {"accounts": str(args.accounts), "seed": str(args.seed), "end_date": as_of.isoformat()}
+    if meta is None or any(meta.get(k) != v for k, v in wanted.items()):
+        why = "building" if meta is None else "rebuilding (different size, seed or day)"
+        print(f"{why} the demo databases under {data} ...", file=sys.stderr)
+        seed_demo(app_url, events_url, accounts=args.accounts, seed=args.seed, end_date=as_of,
+                  progress=_progress_printer())
+    else:
+        print(f"reusing the demo databases under {data}", file=sys.stderr)
+    os.environ[source_env_var("app")] = app_url
+    os.environ[source_env_var("events")] = events_url
+    return _run_flow(
+        DEMO_FRAMEWORK, as_of, True, str(data / "report.json"), None, None,
+        str(data / "digest-blocks.json"),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="growth", description="Growth framework: rank the lowest-converting funnel steps.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("demo", help="build (or reuse) the demo databases, run the daily flow dry, print the digest")
+    p.add_argument("--accounts", type=_positive, default=5000, help="demo accounts (default 5000)")
+    p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    p.add_argument("--fresh", action="store_true", help="rebuild the demo databases even if present")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="one daily run: extract, validate, compute, publish")
+    p.add_argument("--framework", required=True, help="the framework file (YAML)")
+    p.add_argument("--as-of", type=_date, default=None, help="day to report for, YYYY-MM-DD (default yesterday UTC)")
+    p.add_argument("--source", action="append", metavar="NAME=URL", help="override a source's URL (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="publish nowhere; print the digest as text")
+    p.add_argument("--report-json", metavar="FILE", help="write the JSON report to FILE")
+    p.add_argument("--blocks-json", metavar="FILE", help="with --dry-run: write the Slack Block Kit JSON to FILE")
+    p.add_argument("--channel", help="Slack channel (default: the framework file's report.channel)")
+    p.add_argument("--top-n", type=_positive, help="lowest-converting steps to show (default: report.top_n)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a framework file; exit 0 or 2")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("seed-demo", help="load the demo data into a database")
+    p.add_argument("--url", required=True, help="SQLAlchemy URL of the app database")
+    p.add_argument("--events-url", help="SQLAlchemy URL of the events database (default: the same as --url)")
+    p.add_argument("--accounts", type=_positive, default=5000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--end-date", type=_date, default=None, help="last day of data (default yesterday UTC)")
+    p.set_defaults(func=cmd_seed_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except GrowthError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

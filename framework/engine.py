@@ -1,0 +1,400 @@
+"""The metric engine (contract: shared/specs/metrics.md). Pure pandas/numpy, vectorized.
+
+Inputs (frames and their grain):
+
+* ``entities``: one row per entity. Columns ``entity_id``, ``created_at``
+  (UTC; naive values are taken as UTC) and one column per configured
+  attribute.
+* ``milestones``: one row per entity per tracked step (steps 2..n): columns
+  ``step`` (the step key), ``entity_id``, ``reached_at`` (the earliest
+  matching record before ``as_of_end``). Duplicates are tolerated (the
+  earliest wins); rows of unknown entities (orphans) and rows at or after
+  ``as_of_end`` are ignored.
+
+Internally every timestamp is an int64 count of microseconds since the epoch
+(microseconds, not nanoseconds, so that years 1 and 9999 stay representable),
+held in a matrix ``T`` of shape (entities, tracked steps); column 0 is the
+entity's creation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from framework.config import FrameworkConfig
+from framework.report import CohortRow, FunnelResult, Period, SegmentRow, StepResult
+from framework.stats import ratio, two_proportion_p_value
+
+US_PER_DAY = 86_400 * 1_000_000
+US_PER_HOUR = 3_600 * 1_000_000
+NOT_REACHED = np.iinfo(np.int64).max
+NONE_VALUE = "(none)"
+
+
+def as_of_end(as_of: date) -> datetime:
+    """Exclusive end of the reporting day: as_of + 1 day, 00:00 UTC."""
+    return datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def to_epoch_us(values: pd.Series | pd.Index) -> np.ndarray:
+    """UTC timestamps (aware, naive-as-UTC, or ISO text) to int64 microseconds; NaT -> NOT_REACHED."""
+    s = pd.Series(values) if not isinstance(values, pd.Series) else values
+    if not pd.api.types.is_datetime64_any_dtype(s):
+        s = pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
+    if getattr(s.dt, "tz", None) is not None:
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    arr = s.to_numpy(dtype="datetime64[us]")
+    out = arr.astype(np.int64)
+    out[np.isnat(arr)] = NOT_REACHED
+    return out
+
+
+def _us(dt: datetime) -> int:
+    return int((dt - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
+
+
+def normalize_ids(values: pd.Series) -> pd.Series:
+    """Entity ids as comparable keys: integral numbers as int64, anything else as text."""
+    s = pd.Series(values).reset_index(drop=True)
+    if pd.api.types.is_integer_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        return s.astype("int64")
+    if pd.api.types.is_float_dtype(s):
+        finite = s.dropna()
+        if (finite == np.floor(finite)).all():
+            return s.astype("Int64").astype("int64") if not s.isna().any() else s.astype("Int64")
+    return s.astype("string")
+
+
+def _align(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
+    a, b = normalize_ids(a), normalize_ids(b)
+    if a.dtype != b.dtype:
+        a, b = a.astype("string"), b.astype("string")
+    return a, b
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """Milestones as a dense matrix. Grain: one row per entity, one column per tracked step."""
+
+    entity_ids: pd.Series
+    created_us: np.ndarray  # shape (n,)
+    T: np.ndarray  # shape (n, k) int64 us, NOT_REACHED when not reached
+    attributes: pd.DataFrame  # one row per entity, attribute values as text, "(none)" when missing
+    step_keys: list[str]
+
+
+def build_matrix(
+    entities: pd.DataFrame, milestones: pd.DataFrame, cfg: FrameworkConfig, end: datetime
+) -> Matrix:
+    tracked = [s.key for s in cfg.tracked_steps]
+    end_us = _us(end)
+    ent = entities.copy()
+    created = to_epoch_us(ent["created_at"])
+    keep = (created != NOT_REACHED) & (created < end_us) & ent["entity_id"].notna().to_numpy()
+    ent = ent.loc[keep].assign(_created=created[keep])
+    # duplicate ids: the earliest creation wins (the quality gate reports them)
+    ent = ent.sort_values("_created", kind="stable").drop_duplicates("entity_id", keep="first")
+    ent = ent.reset_index(drop=True)
+    n, k = len(ent), len(tracked)
+    T = np.full((n, k), NOT_REACHED, dtype=np.int64)
+    created_us = ent["_created"].to_numpy(dtype=np.int64)
+    T[:, 0] = created_us
+
+    if len(milestones) and k > 1 and n:
+        ms = milestones[milestones["entity_id"].notna()]
+        reached = to_epoch_us(ms["reached_at"])
+        ent_ids, ms_ids = _align(ent["entity_id"], ms["entity_id"])
+        rows = pd.Index(ent_ids).get_indexer(ms_ids)
+        col_of = {key: i for i, key in enumerate(tracked)}
+        cols = ms["step"].map(col_of).fillna(-1).to_numpy(dtype=np.int64)
+        ok = (rows >= 0) & (cols >= 1) & (reached != NOT_REACHED) & (reached < end_us)
+        np.minimum.at(T, (rows[ok], cols[ok]), reached[ok])
+
+    attrs = pd.DataFrame(index=range(n))
+    for a in cfg.entity.attributes:
+        col = ent[a] if a in ent.columns else pd.Series([None] * n)
+        text = col.astype("string").reset_index(drop=True)
+        attrs[a] = text.fillna(NONE_VALUE).replace("", NONE_VALUE).astype(object)
+    return Matrix(ent["entity_id"], created_us, T, attrs, tracked)
+
+
+def reached_matrix(T: np.ndarray, window_days: int, mode: str) -> np.ndarray:
+    """Boolean (entities x tracked steps): entity reached the step, as the mode defines it."""
+    has = T != NOT_REACHED
+    t0 = T[:, :1]
+    elapsed = np.where(has, T - np.where(has, t0, 0), 0)
+    within = has & (elapsed <= window_days * US_PER_DAY)
+    if mode == "independent":
+        return within
+    chain = within
+    if mode == "ordered":
+        order_ok = np.ones_like(within)
+        order_ok[:, 1:] = T[:, 1:] >= T[:, :-1]
+        chain = within & order_ok
+    return np.logical_and.accumulate(chain, axis=1)
+
+
+def _hours(T: np.ndarray, R: np.ndarray, mask: np.ndarray, j: int) -> tuple[float | None, float | None]:
+    sel = mask & R[:, j] & R[:, j - 1] & (T[:, j] >= T[:, j - 1])
+    if not sel.any():
+        return None, None
+    d = (T[sel, j] - T[sel, j - 1]) / US_PER_HOUR
+    med, p90 = np.percentile(d, [50, 90])
+    return float(med), float(p90)
+
+
+def _counts(R: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return R[mask].sum(axis=0).astype(np.int64)
+
+
+def _entered(reached: np.ndarray) -> np.ndarray:
+    """entered(s) = reached(previous tracked step); entered(1) = reached(1). Works on (..., k)."""
+    ent = np.empty_like(reached)
+    ent[..., 0] = reached[..., 0]
+    ent[..., 1:] = reached[..., :-1]
+    return ent
+
+
+# ---- cohort periods -------------------------------------------------------
+
+_MONDAY_EPOCH = np.datetime64("1970-01-05", "D")
+
+
+def _cohort_index(created_us: np.ndarray, kind: str) -> np.ndarray:
+    days = (created_us // US_PER_DAY).astype("datetime64[D]")
+    if kind == "month":
+        return days.astype("datetime64[M]").astype(np.int64)
+    return (days - _MONDAY_EPOCH).astype(np.int64) // 7
+
+
+def _period_bounds(index: int, kind: str) -> tuple[date, date, str]:
+    if kind == "month":
+        y, m = divmod(index, 12)
+        start = date(1970 + y, m + 1, 1)
+        end = date(start.year + (start.month == 12), start.month % 12 + 1, 1)
+        return start, end, f"{start.year:04d}-{start.month:02d}"
+    start = date(1970, 1, 5) + timedelta(days=7 * index)
+    iso = start.isocalendar()
+    return start, start + timedelta(days=7), f"{iso.year:04d}-W{iso.week:02d}"
+
+
+def _day_us(d: date) -> int:
+    return _us(datetime(d.year, d.month, d.day, tzinfo=UTC))
+
+
+# ---- the computation -------------------------------------------------------
+
+
+def compute(
+    entities: pd.DataFrame, milestones: pd.DataFrame, cfg: FrameworkConfig, as_of: date
+) -> FunnelResult:
+    """Every number of metrics.md for one as_of."""
+    f = cfg.funnel
+    end = as_of_end(as_of)
+    M = build_matrix(entities, milestones, cfg, end)
+    R = reached_matrix(M.T, f.window_days, f.mode)
+    created = M.created_us
+    k = len(M.step_keys)
+
+    cur_end = end - timedelta(days=f.window_days)
+    cur_start = cur_end - timedelta(days=f.lookback_days)
+    prev_start = cur_start - timedelta(days=f.lookback_days)
+    in_cur = (created >= _us(cur_start)) & (created < _us(cur_end))
+    in_prev = (created >= _us(prev_start)) & (created < _us(cur_start))
+
+    reached_cur, reached_prev = _counts(R, in_cur), _counts(R, in_prev)
+    entered_cur, entered_prev = _entered(reached_cur), _entered(reached_prev)
+    conv_cur = [ratio(int(reached_cur[j]), int(entered_cur[j])) for j in range(k)]
+    conv_prev = [ratio(int(reached_prev[j]), int(entered_prev[j])) for j in range(k)]
+
+    cohorts, best = _cohort_table(M, R, cfg, as_of, end)
+    segments = _segment_rows(M, R, in_cur)
+
+    # opportunity: (target - conversion) * entered * prod(min(1, conversion of later steps))
+    def opportunity(j: int, target: float | None) -> float | None:
+        if target is None or conv_cur[j] is None:
+            return None
+        downstream = 1.0
+        for later in conv_cur[j + 1 :]:
+            if later is None:
+                return None
+            downstream *= min(1.0, later)
+        return max(0.0, target - conv_cur[j]) * int(entered_cur[j]) * downstream
+
+    col_of = {key: i for i, key in enumerate(M.step_keys)}
+    steps: list[StepResult] = []
+    for position, step in enumerate(cfg.steps, start=1):
+        if not step.tracked:
+            steps.append(StepResult(step.key, step.name, position, False, step.qualifying))
+            continue
+        j = col_of[step.key]
+        conv, prev = conv_cur[j], conv_prev[j]
+        if j == 0:
+            med = p90 = target = opp = p_value = None
+        else:
+            med, p90 = _hours(M.T, R, in_cur, j)
+            target = step.target if step.target is not None else best.get(step.key)
+            opp = opportunity(j, target)
+            p_value = (
+                two_proportion_p_value(
+                    int(reached_cur[j]), int(entered_cur[j]), int(reached_prev[j]), int(entered_prev[j])
+                )
+                if conv is not None and prev is not None
+                else None
+            )
+        steps.append(
+            StepResult(
+                key=step.key,
+                name=step.name,
+                position=position,
+                tracked=True,
+                qualifying=step.qualifying,
+                entered=int(entered_cur[j]),
+                reached=int(reached_cur[j]),
+                conversion=conv,
+                overall_conversion=ratio(int(reached_cur[j]), int(reached_cur[0])),
+                lost=int(entered_cur[j] - reached_cur[j]),
+                median_hours=med,
+                p90_hours=p90,
+                previous_conversion=prev,
+                delta_pp=None if conv is None or prev is None else 100.0 * (conv - prev),
+                p_value=p_value,
+                target=target,
+                opportunity=opp,
+                previous_entered=int(entered_prev[j]),
+                previous_reached=int(reached_prev[j]),
+            )
+        )
+
+    ranking = rank_lowest(steps, f.min_sample)
+    report_steps = [s for s in steps]
+    return FunnelResult(
+        as_of=as_of.isoformat(),
+        mode=f.mode,
+        window_days=f.window_days,
+        entity=cfg.entity.name,
+        current_period=Period(cur_start.date().isoformat(), cur_end.date().isoformat(), int(in_cur.sum())),
+        previous_period=Period(prev_start.date().isoformat(), cur_start.date().isoformat(), int(in_prev.sum())),
+        steps=report_steps,
+        cohorts=cohorts,
+        segments=segments,
+        ranking=ranking,
+        lowest_converting=ranking[: cfg.report.top_n],
+        qualifying=[s.key for s in cfg.steps if s.qualifying],
+        untracked=[{"key": s.key, "proposed_metric": s.proposed_metric or ""} for s in cfg.steps if not s.tracked],
+    )
+
+
+def rank_lowest(steps: list[StepResult], min_sample: int) -> list[str]:
+    """Candidates in order: conversion ascending, opportunity descending, then position."""
+    candidates = [
+        s
+        for s in steps
+        if s.tracked
+        and s.position > 1
+        and s.entered is not None
+        and s.entered > 0
+        and not s.qualifying
+        and s.conversion is not None
+        and s.entered >= min_sample
+        and not _is_first(s, steps)
+    ]
+    candidates.sort(
+        key=lambda s: (
+            s.conversion,
+            -(s.opportunity if s.opportunity is not None else float("-inf")),
+            s.position,
+        )
+    )
+    return [s.key for s in candidates]
+
+
+def _is_first(step: StepResult, steps: list[StepResult]) -> bool:
+    first_tracked = next(s for s in steps if s.tracked)
+    return step.key == first_tracked.key
+
+
+def _grouped_counts(R: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Reached counts per group: (n_groups, k). ``codes`` < 0 are left out."""
+    ok = codes >= 0
+    out = np.zeros((n_groups, R.shape[1]), dtype=np.int64)
+    if ok.any():
+        for j in range(R.shape[1]):
+            out[:, j] = np.bincount(codes[ok], weights=R[ok, j], minlength=n_groups)[:n_groups].astype(np.int64)
+    return out
+
+
+def _rows_for(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return counts, _entered(counts)
+
+
+def _cohort_table(
+    M: Matrix, R: np.ndarray, cfg: FrameworkConfig, as_of: date, end: datetime
+) -> tuple[list[CohortRow], dict[str, float]]:
+    """Grain: cohort x (overall | attribute value) x tracked step. Also the best mature conversion per step."""
+    f = cfg.funnel
+    last = int(_cohort_index(np.array([_day_us(as_of)]), f.cohort)[0])
+    first = last - f.history_cohorts + 1
+    periods = [_period_bounds(i, f.cohort) for i in range(first, last + 1)]
+    idx = _cohort_index(M.created_us, f.cohort) - first
+    idx = np.where((idx >= 0) & (idx < len(periods)), idx, -1)
+    end_date = end.date()
+    mature = [pend + timedelta(days=f.window_days) <= end_date for _, pend, _ in periods]
+
+    rows: list[CohortRow] = []
+    best: dict[str, float] = {}
+
+    def emit(counts: np.ndarray, segment: str | None, value: str | None) -> None:
+        reached, entered = _rows_for(counts)
+        for c, (_, _, label) in enumerate(periods):
+            for j, key in enumerate(M.step_keys):
+                conv = ratio(int(reached[c, j]), int(entered[c, j]))
+                rows.append(
+                    CohortRow(label, segment, value, mature[c], key, int(entered[c, j]), int(reached[c, j]), conv)
+                )
+                if (
+                    segment is None
+                    and j > 0
+                    and mature[c]
+                    and conv is not None
+                    and entered[c, j] >= f.min_sample
+                    and conv > best.get(key, float("-inf"))
+                ):
+                    best[key] = conv
+
+    emit(_grouped_counts(R, idx, len(periods)), None, None)
+    in_table = idx >= 0
+    for attr in cfg.entity.attributes:
+        values = sorted(M.attributes.loc[in_table, attr].unique().tolist()) if len(M.attributes) else []
+        codes_of = {v: i for i, v in enumerate(values)}
+        vcode = M.attributes[attr].map(codes_of).fillna(-1).to_numpy(dtype=np.int64) if values else None
+        for v, vi in codes_of.items():
+            sel = np.where(in_table & (vcode == vi), idx, -1)
+            emit(_grouped_counts(R, sel, len(periods)), attr, v)
+    return rows, best
+
+
+def _segment_rows(M: Matrix, R: np.ndarray, in_cur: np.ndarray) -> list[SegmentRow]:
+    """Grain: attribute x value x tracked step, current period."""
+    rows: list[SegmentRow] = []
+    for attr in M.attributes.columns:
+        values = sorted(M.attributes.loc[in_cur, attr].unique().tolist())
+        if not values:
+            continue
+        codes_of = {v: i for i, v in enumerate(values)}
+        codes = M.attributes[attr].map(codes_of).fillna(-1).to_numpy(dtype=np.int64)
+        codes = np.where(in_cur, codes, -1)
+        reached = _grouped_counts(R, codes, len(values))
+        entered = _entered(reached)
+        for v, vi in codes_of.items():
+            for j, key in enumerate(M.step_keys):
+                rows.append(
+                    SegmentRow(
+                        attr, v, key, int(entered[vi, j]), int(reached[vi, j]), ratio(int(reached[vi, j]), int(entered[vi, j]))
+                    )
+                )
+    return rows

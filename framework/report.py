@@ -1,0 +1,186 @@
+"""The run report: typed models and their JSON form (contract: shared/specs/cli-and-report.md).
+
+All rates are fractions rounded to 6 decimals, counts are ints, absent values
+are None (JSON null). Keys follow the contract; a few are added (never renamed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+QualityStatus = Literal["passed", "warned", "failed"]
+DeliveryStatus = Literal["posted", "updated", "dry_run", "skipped", "failed"]
+
+DECIMALS = 6
+
+
+def _round(value: Any) -> Any:
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return None
+        return round(value, DECIMALS)
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_round(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Period:
+    """A half-open range of signup dates: ``start`` inclusive, ``end`` exclusive."""
+
+    start: str
+    end: str
+    entities: int
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One framework step, current period, overall population."""
+
+    key: str
+    name: str
+    position: int
+    tracked: bool
+    qualifying: bool
+    entered: int | None = None
+    reached: int | None = None
+    conversion: float | None = None
+    overall_conversion: float | None = None
+    lost: int | None = None
+    median_hours: float | None = None
+    p90_hours: float | None = None
+    previous_conversion: float | None = None
+    delta_pp: float | None = None
+    p_value: float | None = None
+    target: float | None = None
+    opportunity: float | None = None
+    previous_entered: int | None = None
+    previous_reached: int | None = None
+
+
+@dataclass(frozen=True)
+class CohortRow:
+    """Grain: one row per cohort period x segment value (overall: None/None) x tracked step."""
+
+    cohort: str
+    segment: str | None
+    value: str | None
+    mature: bool
+    step: str
+    entered: int
+    reached: int
+    conversion: float | None
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    """Grain: one row per attribute x value x tracked step, current period."""
+
+    segment: str
+    value: str
+    step: str
+    entered: int
+    reached: int
+    conversion: float | None
+
+
+@dataclass(frozen=True)
+class QualityCheck:
+    name: str
+    target: str
+    severity: Literal["error", "warn"]
+    success: bool
+    observed: str
+
+
+@dataclass(frozen=True)
+class DataQuality:
+    status: QualityStatus
+    checks: list[QualityCheck] = field(default_factory=list)
+
+    @staticmethod
+    def from_checks(checks: list[QualityCheck]) -> DataQuality:
+        if any(not c.success and c.severity == "error" for c in checks):
+            status: QualityStatus = "failed"
+        elif any(not c.success for c in checks):
+            status = "warned"
+        else:
+            status = "passed"
+        return DataQuality(status=status, checks=list(checks))
+
+    @property
+    def failed(self) -> list[QualityCheck]:
+        return [c for c in self.checks if not c.success]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    channel: str
+    status: DeliveryStatus
+    ts: str | None = None
+
+
+@dataclass(frozen=True)
+class FunnelResult:
+    """Everything the metric engine computes for one as_of."""
+
+    as_of: str
+    mode: str
+    window_days: int
+    entity: str
+    current_period: Period
+    previous_period: Period
+    steps: list[StepResult]
+    cohorts: list[CohortRow]
+    segments: list[SegmentRow]
+    ranking: list[str]
+    lowest_converting: list[str]
+    qualifying: list[str]
+    untracked: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Report:
+    framework: str
+    result: FunnelResult
+    data_quality: DataQuality
+    delivery: Delivery
+
+    def step(self, key: str) -> StepResult:
+        for s in self.result.steps:
+            if s.key == key:
+                return s
+        raise KeyError(key)
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.result
+        out: dict[str, Any] = {
+            "framework": self.framework,
+            "as_of": r.as_of,
+            "mode": r.mode,
+            "window_days": r.window_days,
+            "entity": r.entity,
+            "current_period": asdict(r.current_period),
+            "previous_period": asdict(r.previous_period),
+            "steps": [asdict(s) for s in r.steps],
+            "cohorts": [asdict(c) for c in r.cohorts],
+            "segments": [asdict(s) for s in r.segments],
+            "lowest_converting": list(r.lowest_converting),
+            "ranking": list(r.ranking),
+            "qualifying": list(r.qualifying),
+            "untracked": [dict(u) for u in r.untracked],
+            "data_quality": {
+                "status": self.data_quality.status,
+                "checks": [asdict(c) for c in self.data_quality.checks],
+            },
+            "delivery": asdict(self.delivery),
+        }
+        return _round(out)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"

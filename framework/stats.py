@@ -1,0 +1,30 @@
+"""Small, dependency-free statistics used by the metric engine."""
+
+from __future__ import annotations
+
+import math
+
+
+def two_proportion_p_value(x1: int, n1: int, x2: int, n2: int) -> float | None:
+    """Two-sided pooled two-proportion z-test of x1/n1 against x2/n2.
+
+    Returns None when a proportion is undefined (n = 0) or outside [0, 1]
+    (independent mode lets reached exceed entered), or when the pooled
+    variance is zero (both proportions 0 or both 1).
+    """
+    if n1 <= 0 or n2 <= 0:
+        return None
+    p1, p2 = x1 / n1, x2 / n2
+    if not (0.0 <= p1 <= 1.0 and 0.0 <= p2 <= 1.0):
+        return None
+    pooled = (x1 + x2) / (n1 + n2)
+    variance = pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)
+    if variance <= 0.0:
+        return None
+    z = (p1 - p2) / math.sqrt(variance)
+    return math.erfc(abs(z) / math.sqrt(2.0))
+
+
+def ratio(numerator: int, denominator: int) -> float | None:
+    """numerator / denominator, None when the denominator is 0."""
+    return None if denominator == 0 else numerator / denominator

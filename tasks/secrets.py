@@ -1,0 +1,62 @@
+"""Secrets, resolved once at flow start: environment first, then Prefect Secret blocks.
+
+Resolved values are handed to the tasks that need them and never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+from framework.config import FrameworkConfig
+from framework.errors import SourceError
+
+log = logging.getLogger("growth.secrets")
+
+SLACK_TOKEN_ENV = "SLACK_BOT_TOKEN"
+SLACK_TOKEN_BLOCK = "slack-bot-token"
+
+
+def source_env_var(name: str) -> str:
+    """The environment variable that overrides a source's URL: GROWTH_SOURCE_URL_<NAME>."""
+    return "GROWTH_SOURCE_URL_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def _load_secret_block(block_name: str) -> str:
+    from prefect.blocks.system import Secret  # only when a framework names a block
+
+    value = Secret.load(block_name).get()
+    return value if isinstance(value, str) else str(value)
+
+
+def resolve_source_urls(cfg: FrameworkConfig) -> dict[str, str]:
+    """One URL per source: GROWTH_SOURCE_URL_<NAME>, else ``url``, else the Secret block ``secret``."""
+    urls: dict[str, str] = {}
+    for name, src in cfg.sources.items():
+        override = os.environ.get(source_env_var(name))
+        if override:
+            urls[name] = override
+        elif src.url:
+            urls[name] = src.url
+        else:
+            assert src.secret
+            try:
+                urls[name] = _load_secret_block(src.secret)
+            except Exception as exc:  # noqa: BLE001 - any failure to read the block is the same to the user
+                raise SourceError(
+                    f"source '{name}': cannot read the Prefect Secret block '{src.secret}': {type(exc).__name__}"
+                ) from None
+    return urls
+
+
+def resolve_slack_token() -> str | None:
+    """SLACK_BOT_TOKEN, else the Prefect Secret block ``slack-bot-token``, else None."""
+    token = os.environ.get(SLACK_TOKEN_ENV)
+    if token:
+        return token
+    try:
+        return _load_secret_block(SLACK_TOKEN_BLOCK)
+    except Exception:  # noqa: BLE001 - no block simply means no Slack credentials
+        log.debug("no Secret block %s", SLACK_TOKEN_BLOCK)
+        return None

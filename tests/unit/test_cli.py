@@ -1,0 +1,90 @@
+"""The growth command's user errors: exit 2, one clear line on stderr, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+from tests.conftest import DEMO_FRAMEWORK
+
+GOOD = DEMO_FRAMEWORK.read_text(encoding="utf-8")
+
+
+def _write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "framework.yaml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_validate_demo_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(DEMO_FRAMEWORK)]) == 0
+    out = capsys.readouterr().out
+    assert "ok" in out and "8 steps (7 tracked, 1 qualifying, 1 untracked)" in out
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda t: t.replace("  top_n: 3", "  top_n: 3\n  colour: red"), "report.colour: unknown key"),
+        (lambda t: t.replace("    proposed_metric: quickstart page views per new account\n", ""),
+         "steps[2]: an untracked step needs 'proposed_metric'"),
+        (lambda t: t.replace("    entity_id: account_id\n    timestamp: created_at\n  - key: read_quickstart",
+                             "    entity_id: account_id\n    via: {table: t, key: id, foreign_key: f, entity_id: e}\n"
+                             "    timestamp: created_at\n  - key: read_quickstart"),
+         "steps[1]: give exactly one of 'entity_id' or 'via'"),
+        (lambda t: t.replace("${GROWTH_DEMO_APP_URL:-sqlite:///data/demo_app.db}", "${GROWTH_TEST_UNSET_VAR}"),
+         "sources.app.url: environment variable GROWTH_TEST_UNSET_VAR is not set"),
+    ],
+    ids=["unknown-key", "missing-proposed-metric", "entity-id-and-via", "unset-var"],
+)
+def test_bad_framework_files_exit_2_with_key_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, mutate, expected: str
+) -> None:
+    monkeypatch.delenv("GROWTH_TEST_UNSET_VAR", raising=False)
+    text = mutate(GOOD)
+    assert text != GOOD
+    path = _write(tmp_path, text)
+    assert main(["validate", path]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"{path}: {expected}"
+    assert "Traceback" not in err
+
+
+def test_unknown_table_at_run_time_exits_2_before_prefect(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE accounts (id INTEGER, created_at TEXT, origin TEXT, region TEXT)")
+    engine.dispose()
+    path = _write(tmp_path, GOOD)
+    code = main(["run", "--framework", path, "--dry-run", "--source", f"app={url}", "--source", f"events={url}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "steps[1] (workspace_created): source 'app' has no table 'workspaces' (tables: accounts)" in err
+    assert "Traceback" not in err
+
+
+def test_unreadable_source_exits_4_and_hides_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, GOOD)
+    code = main(["run", "--framework", path, "--dry-run",
+                 "--source", "app=postgresql+psycopg://growth:hunter2@127.0.0.1:1/x"])
+    err = capsys.readouterr().err
+    assert code == 4
+    assert "source 'app'" in err and "hunter2" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["run"], ["run", "--framework", "f.yaml", "--as-of", "yesterday"], ["frobnicate"],
+     ["run", "--framework", str(DEMO_FRAMEWORK), "--source", "nosuch=sqlite://"]],
+)
+def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip() and "Traceback" not in err
