@@ -20,7 +20,6 @@ from framework.errors import GrowthError
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
-Scalar = str | int | float | bool
 
 
 class ConfigError(GrowthError):
@@ -30,7 +29,7 @@ class ConfigError(GrowthError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, str_strip_whitespace=True)
 
 
 class SourceConfig(_Strict):
@@ -106,7 +105,7 @@ class StepConfig(_Strict):
     entity_id: str | None = None
     timestamp: str | None = None
     via: ViaConfig | None = None
-    where: dict[str, Scalar | list[Scalar]] | None = None
+    where: dict[str, Any] | None = None  # values checked by _step_rules, with their key path
     target: Annotated[float, Field(ge=0, le=1)] | None = None
 
     @field_validator("key")
@@ -115,44 +114,6 @@ class StepConfig(_Strict):
         if not KEY_PATTERN.match(v):
             raise ValueError(f"'{v}' must match [a-z][a-z0-9_]*")
         return v
-
-    @field_validator("where")
-    @classmethod
-    def _where_values(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is None:
-            return v
-        if not v:
-            raise ValueError("'where' is empty: leave it out instead")
-        for col, val in v.items():
-            if isinstance(val, list) and not val:
-                raise ValueError(f"'{col}' has an empty list of values")
-        return v
-
-    @model_validator(mode="after")
-    def _shape(self) -> StepConfig:
-        source_keys = ("source", "table", "entity_id", "timestamp", "via", "where")
-        if self.entity_created:
-            if not self.tracked:
-                raise ValueError("the entity_created step is tracked: remove 'tracked: false'")
-            given = [k for k in (*source_keys, "target") if getattr(self, k) is not None]
-            if given:
-                raise ValueError(
-                    f"the entity_created step is measured from 'entity'; remove {', '.join(given)}"
-                )
-            return self
-        if not self.tracked:
-            given = [k for k in source_keys if getattr(self, k) is not None]
-            if given:
-                raise ValueError(f"an untracked step has no source; remove {', '.join(given)}")
-            if not self.proposed_metric:
-                raise ValueError("an untracked step needs 'proposed_metric'")
-            return self
-        missing = [k for k in ("source", "table", "timestamp") if getattr(self, k) is None]
-        if missing:
-            raise ValueError(f"a tracked step needs {', '.join(repr(m) for m in missing)}")
-        if (self.entity_id is None) == (self.via is None):
-            raise ValueError("give exactly one of 'entity_id' or 'via'")
-        return self
 
 
 class FrameworkConfig(_Strict):
@@ -189,28 +150,80 @@ class FrameworkConfig(_Strict):
         raise KeyError(key)
 
 
-def _cross_checks(cfg: FrameworkConfig) -> list[tuple[str, str]]:
-    """Rules that span keys; returns (key path, message) pairs."""
+SOURCE_KEYS = ("source", "table", "entity_id", "timestamp", "via", "where")
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool)
+
+
+def _step_rules(tree: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rules between keys, checked on the parsed YAML so that they are reported with
+    every type problem at once, each at its own key path."""
     problems: list[tuple[str, str]] = []
-    if cfg.entity.source not in cfg.sources:
-        problems.append(
-            ("entity.source", f"unknown source '{cfg.entity.source}' (sources: {', '.join(cfg.sources)})")
-        )
-    if len(cfg.steps) < 2:
+    sources = tree.get("sources") if isinstance(tree.get("sources"), dict) else {}
+    entity = tree.get("entity")
+    if isinstance(entity, dict) and isinstance(entity.get("source"), str) and sources \
+            and entity["source"] not in sources:
+        problems.append(("entity.source", f"unknown source '{entity['source']}' (sources: {', '.join(sources)})"))
+    steps = tree.get("steps")
+    if not isinstance(steps, list):
+        return problems
+    if len(steps) < 2:
         problems.append(("steps", "at least two steps are needed"))
     seen: dict[str, int] = {}
-    for i, step in enumerate(cfg.steps):
-        if step.key in seen:
-            problems.append((f"steps[{i}].key", f"duplicate key '{step.key}' (also steps[{seen[step.key]}])"))
-        seen.setdefault(step.key, i)
-        if step.entity_created and i != 0:
-            problems.append((f"steps[{i}].entity_created", "only the first step is the entity's creation"))
-        if step.source is not None and step.source not in cfg.sources:
-            problems.append(
-                (f"steps[{i}].source", f"unknown source '{step.source}' (sources: {', '.join(cfg.sources)})")
-            )
-    if cfg.steps and not cfg.steps[0].entity_created:
-        problems.append(("steps[0].entity_created", "the first step must be tracked and have entity_created: true"))
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict):
+            continue
+        at = f"steps[{i}]"
+        key = step.get("key")
+        if isinstance(key, str):
+            if key in seen:
+                problems.append((f"{at}.key", f"duplicate key '{key}' (also steps[{seen[key]}])"))
+            seen.setdefault(key, i)
+        given = [k for k in SOURCE_KEYS if step.get(k) is not None]
+        if step.get("entity_created") is True:
+            if i != 0:
+                problems.append((f"{at}.entity_created", "only the first step is the entity's creation"))
+                continue
+            if step.get("tracked") is False:
+                problems.append((f"{at}.tracked", "the first step (the entity's creation) is tracked"))
+            for k in (*given, *(["target"] if step.get("target") is not None else [])):
+                problems.append((f"{at}.{k}", "the first step is measured from 'entity': remove this key"))
+            continue
+        if i == 0:
+            problems.append((f"{at}.entity_created", "the first step must be tracked and have entity_created: true"))
+            continue
+        if step.get("tracked") is False:
+            for k in given:
+                problems.append((f"{at}.{k}", "an untracked step has no source: remove this key"))
+            if not step.get("proposed_metric"):
+                problems.append((f"{at}.proposed_metric", "an untracked step needs 'proposed_metric'"))
+            continue
+        for k in ("source", "table", "timestamp"):
+            if step.get(k) is None:
+                problems.append((f"{at}.{k}", "required key is missing (a tracked step needs source, table, timestamp)"))
+        if step.get("entity_id") is not None and step.get("via") is not None:
+            problems.append((f"{at}.via", "give exactly one of 'entity_id' or 'via', not both"))
+        elif step.get("entity_id") is None and step.get("via") is None:
+            problems.append((f"{at}.entity_id", "give exactly one of 'entity_id' or 'via'"))
+        src = step.get("source")
+        if isinstance(src, str) and sources and src not in sources:
+            problems.append((f"{at}.source", f"unknown source '{src}' (sources: {', '.join(sources)})"))
+        where = step.get("where")
+        if isinstance(where, dict):
+            if not where:
+                problems.append((f"{at}.where", "'where' is empty: leave it out instead"))
+            for col, value in where.items():
+                if isinstance(value, list):
+                    if not value:
+                        problems.append((f"{at}.where.{col}", "an empty list of values"))
+                    elif not all(_is_scalar(v) for v in value):
+                        problems.append((f"{at}.where.{col}", "list values must be strings, numbers or booleans"))
+                elif not _is_scalar(value):
+                    problems.append(
+                        (f"{at}.where.{col}", "expected a string, number, boolean or a list of them")
+                    )
     return problems
 
 
@@ -271,14 +284,12 @@ def parse_config(text: str, source_name: str = "<framework>", env: dict[str, str
     tree, env_problems = expand_env(tree, env)
     if env_problems:
         raise fail(env_problems)
+    items: list[tuple[str, str]] = []
+    cfg: FrameworkConfig | None = None
     try:
         cfg = FrameworkConfig.model_validate(tree)
     except ValidationError as exc:
-        items = []
         for err in exc.errors():
-            loc = err["loc"]
-            # Pydantic appends the union member or the validator name; keep the key path only.
-            loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in {"list[union[str,int,float,bool]]", "str", "int", "float", "bool"})))
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
@@ -286,12 +297,11 @@ def parse_config(text: str, source_name: str = "<framework>", env: dict[str, str
                 msg = "required key is missing"
             elif msg.startswith("Value error, "):
                 msg = msg[len("Value error, "):]
-            items.append((_loc(loc), msg))
-        # one line per key path and message
-        raise fail(list(dict.fromkeys(items))) from None
-    problems = _cross_checks(cfg)
-    if problems:
-        raise fail(problems)
+            items.append((_loc(err["loc"]), msg))
+    items.extend(_step_rules(tree))
+    if items:
+        raise fail(list(dict.fromkeys(items)))
+    assert cfg is not None
     return cfg
 
 

@@ -116,10 +116,19 @@ def build_matrix(
 
     attrs = pd.DataFrame(index=range(n))
     for a in cfg.entity.attributes:
-        col = ent[a] if a in ent.columns else pd.Series([None] * n)
-        text = col.astype("string").reset_index(drop=True)
+        col = ent[a].reset_index(drop=True) if a in ent.columns else pd.Series([None] * n)
+        text = _attribute_text(col)
         attrs[a] = text.fillna(NONE_VALUE).replace("", NONE_VALUE).astype(object)
     return Matrix(ent["entity_id"], created_us, T, attrs, tracked)
+
+
+def _attribute_text(values: pd.Series) -> pd.Series:
+    """Attribute values as text; a nullable integer column read as float keeps its integer look."""
+    if pd.api.types.is_float_dtype(values):
+        finite = values.dropna()
+        if len(finite) and (finite == np.floor(finite)).all():
+            return values.astype("Int64").astype("string")
+    return values.astype("string")
 
 
 def reached_matrix(T: np.ndarray, window_days: int, mode: str) -> np.ndarray:
@@ -271,7 +280,6 @@ def compute(
         )
 
     ranking = rank_lowest(steps, f.min_sample)
-    report_steps = [s for s in steps]
     return FunnelResult(
         as_of=as_of.isoformat(),
         mode=f.mode,
@@ -279,7 +287,7 @@ def compute(
         entity=cfg.entity.name,
         current_period=Period(cur_start.date().isoformat(), cur_end.date().isoformat(), int(in_cur.sum())),
         previous_period=Period(prev_start.date().isoformat(), cur_start.date().isoformat(), int(in_prev.sum())),
-        steps=report_steps,
+        steps=steps,
         cohorts=cohorts,
         segments=segments,
         ranking=ranking,
@@ -301,7 +309,6 @@ def rank_lowest(steps: list[StepResult], min_sample: int) -> list[str]:
         and not s.qualifying
         and s.conversion is not None
         and s.entered >= min_sample
-        and not _is_first(s, steps)
     ]
     candidates.sort(
         key=lambda s: (
@@ -313,11 +320,6 @@ def rank_lowest(steps: list[StepResult], min_sample: int) -> list[str]:
     return [s.key for s in candidates]
 
 
-def _is_first(step: StepResult, steps: list[StepResult]) -> bool:
-    first_tracked = next(s for s in steps if s.tracked)
-    return step.key == first_tracked.key
-
-
 def _grouped_counts(R: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
     """Reached counts per group: (n_groups, k). ``codes`` < 0 are left out."""
     ok = codes >= 0
@@ -326,10 +328,6 @@ def _grouped_counts(R: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarr
         for j in range(R.shape[1]):
             out[:, j] = np.bincount(codes[ok], weights=R[ok, j], minlength=n_groups)[:n_groups].astype(np.int64)
     return out
-
-
-def _rows_for(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return counts, _entered(counts)
 
 
 def _cohort_table(
@@ -349,7 +347,7 @@ def _cohort_table(
     best: dict[str, float] = {}
 
     def emit(counts: np.ndarray, segment: str | None, value: str | None) -> None:
-        reached, entered = _rows_for(counts)
+        reached, entered = counts, _entered(counts)
         for c, (_, _, label) in enumerate(periods):
             for j, key in enumerate(M.step_keys):
                 conv = ratio(int(reached[c, j]), int(entered[c, j]))

@@ -29,11 +29,11 @@ def test_validate_demo_file(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (lambda t: t.replace("  top_n: 3", "  top_n: 3\n  colour: red"), "report.colour: unknown key"),
         (lambda t: t.replace("    proposed_metric: quickstart page views per new account\n", ""),
-         "steps[2]: an untracked step needs 'proposed_metric'"),
+         "steps[2].proposed_metric: an untracked step needs 'proposed_metric'"),
         (lambda t: t.replace("    entity_id: account_id\n    timestamp: created_at\n  - key: read_quickstart",
                              "    entity_id: account_id\n    via: {table: t, key: id, foreign_key: f, entity_id: e}\n"
                              "    timestamp: created_at\n  - key: read_quickstart"),
-         "steps[1]: give exactly one of 'entity_id' or 'via'"),
+         "steps[1].via: give exactly one of 'entity_id' or 'via', not both"),
         (lambda t: t.replace("${GROWTH_DEMO_APP_URL:-sqlite:///data/demo_app.db}", "${GROWTH_TEST_UNSET_VAR}"),
          "sources.app.url: environment variable GROWTH_TEST_UNSET_VAR is not set"),
     ],

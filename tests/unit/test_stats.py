@@ -1,0 +1,83 @@
+"""two_proportion_p_value and ratio (shared/specs/metrics.md, "Change and significance")."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import chi2_contingency, norm
+
+from framework.stats import ratio, two_proportion_p_value
+
+
+def scipy_pooled_z_p(x1: int, n1: int, x2: int, n2: int) -> float:
+    """Two-sided pooled two-proportion z-test, spelled out with scipy's normal distribution."""
+    p1, p2, pooled = x1 / n1, x2 / n2, (x1 + x2) / (n1 + n2)
+    z = (p1 - p2) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    return float(2 * norm.sf(abs(z)))
+
+
+@pytest.mark.parametrize(
+    ("x1", "n1", "x2", "n2", "expected"),
+    [
+        # pooled 50/80 = .625; se = sqrt(.625*.375*(2/40)) = .108253; z = .25/.108253 = 2.3094 -> p = .020921
+        (30, 40, 20, 40, 0.020921335),
+        # pooled 3/4; se = sqrt(.75*.25*1) = .433013; z = .5/.433013 = 1.1547 -> p = .248213
+        (2, 2, 1, 2, 0.248213079),
+        # equal proportions: z = 0 -> p = 1
+        (5, 10, 50, 100, 1.0),
+        # pooled 75/200 = .375; se = sqrt(.375*.625*(2/100)) = .068465; z = -.15/.068465 = -2.1909 -> p = .028460
+        (30, 100, 45, 100, 0.028459737),
+    ],
+)
+def test_hand_values(x1: int, n1: int, x2: int, n2: int, expected: float) -> None:
+    assert two_proportion_p_value(x1, n1, x2, n2) == pytest.approx(expected, abs=1e-8)
+    assert two_proportion_p_value(x1, n1, x2, n2) == pytest.approx(scipy_pooled_z_p(x1, n1, x2, n2), rel=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 500), st.integers(1, 500), st.data())
+def test_matches_scipy_chi_square_without_correction(n1: int, n2: int, data: st.DataObject) -> None:
+    # the pooled z-test is the 2x2 chi-square test without continuity correction (chi2 = z^2)
+    x1 = data.draw(st.integers(0, n1))
+    x2 = data.draw(st.integers(0, n2))
+    p = two_proportion_p_value(x1, n1, x2, n2)
+    if x1 + x2 in (0, n1 + n2):
+        assert p is None  # pooled variance zero
+        return
+    expected = chi2_contingency([[x1, n1 - x1], [x2, n2 - x2]], correction=False).pvalue
+    assert p == pytest.approx(expected, rel=1e-7, abs=1e-12)
+    assert 0.0 <= p <= 1.0
+    assert two_proportion_p_value(x2, n2, x1, n1) == pytest.approx(p)  # symmetric
+
+
+@pytest.mark.parametrize(
+    ("x1", "n1", "x2", "n2"),
+    [
+        (0, 0, 5, 10),  # first conversion undefined
+        (5, 10, 0, 0),  # second conversion undefined
+        (0, 0, 0, 0),
+        (12, 10, 5, 10),  # first conversion 1.2 > 1 (independent mode)
+        (5, 10, 11, 10),  # second conversion > 1
+        (10, 10, 20, 20),  # both 1: pooled variance 0
+        (0, 10, 0, 20),  # both 0: pooled variance 0
+        (-1, 10, 5, 10),  # negative count: conversion < 0
+    ],
+)
+def test_none_cases(x1: int, n1: int, x2: int, n2: int) -> None:
+    assert two_proportion_p_value(x1, n1, x2, n2) is None
+
+
+def test_extreme_difference_is_tiny_but_valid() -> None:
+    p = two_proportion_p_value(1000, 1000, 0, 1000)
+    assert p is not None and 0.0 <= p < 1e-100
+
+
+def test_ratio() -> None:
+    assert ratio(3, 4) == 0.75
+    assert ratio(6, 5) == 1.2
+    assert ratio(0, 5) == 0.0
+    assert ratio(0, 0) is None
+    assert ratio(3, 0) is None
