@@ -1,0 +1,36 @@
+"""The flow end to end on a small non-demo schema whose data stopped weeks before as_of:
+the freshness checks fail, the gate blocks publication, the flow fails with the report."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from flows.daily import growth_digest
+from framework.errors import QualityGateError
+from tests.integration.test_extract_sqlite import AS_OF, FRAMEWORK, team_sources  # noqa: F401 - fixture
+
+
+def test_stale_sources_block_publication(
+    tmp_path: Path, team_sources: dict[str, str], monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    for name, url in team_sources.items():
+        monkeypatch.setenv(name, url)
+    framework = tmp_path / "team.yaml"
+    framework.write_text(FRAMEWORK, encoding="utf-8")
+    report_path = tmp_path / "report.json"
+    with pytest.raises(QualityGateError) as err:
+        growth_digest(as_of=AS_OF, framework_path=str(framework), dry_run=True, report_json=str(report_path))
+    report = json.loads(report_path.read_text())
+    assert report["data_quality"]["status"] == "failed"
+    assert report["delivery"]["status"] == "skipped"
+    failed = {c["name"] for c in report["data_quality"]["checks"] if not c["success"] and c["severity"] == "error"}
+    # the newest team was made 2026-02-12, the newest job ran 2026-02-01: both weeks before as_of_end
+    assert any("freshness" in name and "team" in name for name in failed), failed
+    assert any("freshness" in name and "job" in name for name in failed), failed
+    assert any("freshness" in line for line in err.value.problems)
+    assert err.value.report.result.as_of == AS_OF.isoformat() == report["as_of"]
+    assert isinstance(AS_OF, date)

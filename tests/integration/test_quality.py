@@ -1,0 +1,349 @@
+"""The data-quality gate with real Great Expectations validations (tasks/quality.py).
+
+Every failure test asserts the exact set of failing checks, so a check that
+fires for the wrong reason (or a second one that fires along) shows up.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from framework.config import FrameworkConfig, parse_config
+from framework.report import DataQuality, FunnelResult, Period, QualityCheck, StepResult
+from tasks.quality import run_quality_checks
+
+AS_OF = date(2026, 11, 30)  # as_of_end = 2026-12-01T00:00Z
+
+FRAMEWORK = """
+name: Quality test framework
+sources:
+  app: {url: "sqlite:///app.db"}
+  events: {url: "sqlite:///events.db"}
+entity:
+  name: account
+  source: app
+  table: accounts
+  id: id
+  created_at: created_at
+  attributes: [origin]
+funnel:
+  mode: MODE
+  min_sample: 10
+quality:
+  freshness_hours: 36
+  max_orphan_ratio: 0.05
+steps:
+  - key: account_created
+    name: Create an account
+    entity_created: true
+  - key: workspace_created
+    name: Create a workspace
+    source: app
+    table: workspaces
+    entity_id: account_id
+    timestamp: created_at
+  - key: read_quickstart
+    name: Read the quickstart
+    tracked: false
+    proposed_metric: quickstart views per new account
+  - key: first_flow_run
+    name: Run a flow
+    source: events
+    table: flow_runs
+    timestamp: start_time
+    via: {table: workspaces, key: id, foreign_key: workspace_id, entity_id: account_id}
+  - key: invited_teammate
+    name: Invite a teammate
+    source: app
+    table: invitations
+    entity_id: account_id
+    timestamp: sent_at
+  - key: paid
+    name: Pay
+    source: app
+    table: subscriptions
+    entity_id: account_id
+    timestamp: started_at
+"""
+
+SOURCE_STEPS = ["workspace_created", "first_flow_run", "invited_teammate", "paid"]
+# (key, name, entered, reached) for the clean current period, independent mode
+CLEAN_COUNTS = [
+    ("account_created", "Create an account", 40, 40),
+    ("workspace_created", "Create a workspace", 40, 36),
+    ("first_flow_run", "Run a flow", 36, 30),
+    ("invited_teammate", "Invite a teammate", 30, 20),
+    ("paid", "Pay", 20, 12),
+]
+
+
+def utc(*values: str | None) -> pd.Series:
+    return pd.Series(pd.to_datetime(list(values), utc=True, format="ISO8601"))
+
+
+def config(mode: str = "independent") -> FrameworkConfig:
+    return parse_config(FRAMEWORK.replace("MODE", mode), env={})
+
+
+def funnel_result(mode: str, counts: list[tuple[str, str, int, int]]) -> FunnelResult:
+    steps = []
+    for position, (key, name, entered, reached) in enumerate(counts, start=1):
+        steps.append(
+            StepResult(
+                key=key, name=name, position=position, tracked=True, qualifying=False,
+                entered=entered, reached=reached,
+                conversion=reached / entered if entered else None,
+                overall_conversion=reached / counts[0][3], lost=entered - reached,
+            )
+        )
+    steps.insert(2, StepResult(key="read_quickstart", name="Read the quickstart", position=3, tracked=False, qualifying=False))
+    return FunnelResult(
+        as_of=AS_OF.isoformat(), mode=mode, window_days=30, entity="account",
+        current_period=Period("2026-10-03", "2026-10-31", 40),
+        previous_period=Period("2026-09-05", "2026-10-03", 38),
+        steps=steps, cohorts=[], segments=[], ranking=[], lowest_converting=[], qualifying=[], untracked=[],
+    )
+
+
+@pytest.fixture(scope="module")
+def cfg() -> FrameworkConfig:
+    return config()
+
+
+@pytest.fixture(scope="module")
+def entities() -> pd.DataFrame:
+    n = 40
+    return pd.DataFrame(
+        {
+            "entity_id": range(1, n + 1),
+            "created_at": pd.Series(pd.date_range("2026-10-01", periods=n, freq="D", tz="UTC")) + pd.Timedelta(hours=9),
+            "origin": ["github", "search"] * (n // 2),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def milestones(entities: pd.DataFrame) -> pd.DataFrame:
+    frames = []
+    for hours, (key, reached) in enumerate(zip(SOURCE_STEPS, [36, 30, 20, 12], strict=True), start=1):
+        ids = entities["entity_id"].iloc[:reached]
+        at = entities["created_at"].iloc[:reached] + pd.Timedelta(hours=hours)
+        frames.append(pd.DataFrame({"step": key, "entity_id": ids.to_numpy(), "reached_at": at.to_numpy()}))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def stats() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "step": SOURCE_STEPS,
+            "source": ["app", "events", "app", "app"],
+            "table": ["workspaces", "flow_runs", "invitations", "subscriptions"],
+            "records": [50, 400, 25, 12],
+            "orphan_records": [1, 0, 0, 0],
+            "null_timestamps": [0, 0, 0, 0],
+            "newest": utc("2026-11-30T23:10:00Z", "2026-11-30T22:00:00Z", "2026-11-30T10:00:00Z", "2026-11-29T13:00:00Z"),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def result() -> FunnelResult:
+    return funnel_result("independent", CLEAN_COUNTS)
+
+
+@pytest.fixture(scope="module")
+def clean_checks(entities, milestones, stats, result, cfg) -> list[QualityCheck]:
+    return run_quality_checks(entities, milestones, stats, result, cfg, AS_OF)
+
+
+def failing(checks: list[QualityCheck]) -> dict[str, QualityCheck]:
+    return {c.name: c for c in checks if not c.success}
+
+
+def only_failure(checks: list[QualityCheck], name: str, severity: str, status: str) -> QualityCheck:
+    failed = failing(checks)
+    assert set(failed) == {name}, [(c.name, c.observed) for c in failed.values()]
+    assert failed[name].severity == severity
+    assert DataQuality.from_checks(checks).status == status
+    return failed[name]
+
+
+# ---------------------------------------------------------------- clean run
+
+
+def test_clean_frames_pass_every_check(clean_checks):
+    assert failing(clean_checks) == {}
+    assert DataQuality.from_checks(clean_checks).status == "passed"
+
+
+def test_checks_are_built_from_the_config(clean_checks):
+    names = [c.name for c in clean_checks]
+    assert len(names) == len(set(names))
+    assert names[:8] == [
+        "entities.id_not_null", "entities.id_unique", "entities.created_at_not_null",
+        "entities.created_at_before_as_of_end", "milestones.entity_id_not_null",
+        "milestones.reached_at_not_null", "milestones.reached_at_before_as_of_end",
+        "milestones.step_entity_unique",
+    ]
+    for key in SOURCE_STEPS:  # every tracked step after the first, none for the untracked one
+        assert f"steps.{key}.orphan_ratio" in names
+        assert f"steps.{key}.freshness" in names
+        assert f"metrics.{key}.conversion_above_one" in names
+        assert f"metrics.{key}.small_sample" in names
+    assert not [n for n in names if "read_quickstart" in n or "account_created." in n]
+    # any_order / ordered only:
+    assert "metrics.conversion_in_range" not in names
+    assert "metrics.entered_ge_reached" not in names
+
+
+def test_clean_observed_texts_and_targets(clean_checks):
+    by = {c.name: c for c in clean_checks}
+    assert by["entities.id_not_null"].observed == "0 of 40 null"
+    assert by["entities.id_not_null"].target == "accounts.id"
+    assert by["entities.created_at_not_null"].target == "accounts.created_at"
+    assert by["steps.workspace_created.orphan_ratio"].observed == "1 of 50 records orphan (2%), max 5%"
+    assert by["steps.workspace_created.orphan_ratio"].target == "workspaces.account_id"
+    assert by["steps.first_flow_run.orphan_ratio"].target == "flow_runs.workspace_id -> workspaces.account_id"
+    assert by["steps.workspace_created.freshness"].observed == (
+        "newest 2026-11-30T23:10Z, 0.8 h before as_of_end (limit 36 h)"
+    )
+    assert by["steps.workspace_created.freshness"].target == "workspaces.created_at"
+    assert by["metrics.paid.small_sample"].observed == "entered 20 >= min_sample 10"
+    assert by["metrics.paid.conversion_above_one"].observed == "conversion 0.6 <= 1"
+    for c in clean_checks:
+        assert isinstance(c.success, bool)
+        assert c.observed and "nan" not in c.observed.lower()
+
+
+def test_no_metrics_checks_without_a_result(entities, milestones, stats, cfg):
+    checks = run_quality_checks(entities, milestones, stats, None, cfg, AS_OF)
+    assert checks and not [c for c in checks if c.name.startswith("metrics.")]
+    assert DataQuality.from_checks(checks).status == "passed"
+
+
+def test_gx_stays_quiet(entities, milestones, stats, result, cfg, capfd, caplog):
+    caplog.set_level(logging.INFO)
+    run_quality_checks(entities, milestones, stats, result, cfg, AS_OF)
+    captured = capfd.readouterr()
+    assert captured.err == ""
+    assert not [r for r in caplog.records if r.name.startswith("great_expectations") and r.levelno < logging.WARNING]
+
+
+# ------------------------------------------------------------ failure kinds
+
+
+def test_duplicate_ids_fail_id_unique(entities, milestones, stats, result, cfg):
+    dupes = pd.concat([entities, entities.iloc[[3, 7]]], ignore_index=True)
+    check = only_failure(
+        run_quality_checks(dupes, milestones, stats, result, cfg, AS_OF), "entities.id_unique", "error", "failed"
+    )
+    assert check.observed == "4 of 42 rows share an id"
+
+
+def test_null_ids_fail_id_not_null(entities, milestones, stats, result, cfg):
+    nulls = entities.astype({"entity_id": "float64"})
+    nulls.loc[[0, 5], "entity_id"] = None
+    check = only_failure(
+        run_quality_checks(nulls, milestones, stats, result, cfg, AS_OF), "entities.id_not_null", "error", "failed"
+    )
+    assert check.observed == "2 of 40 null"
+
+
+def test_null_created_at_fails_created_at_not_null(entities, milestones, stats, result, cfg):
+    nulls = entities.copy()
+    nulls.loc[4, "created_at"] = pd.NaT
+    check = only_failure(
+        run_quality_checks(nulls, milestones, stats, result, cfg, AS_OF),
+        "entities.created_at_not_null", "error", "failed",
+    )
+    assert check.observed == "1 of 40 null or unparseable"
+
+
+def test_stale_source_fails_freshness(entities, milestones, stats, result, cfg):
+    stale = stats.copy()
+    stale.loc[stale["step"] == "paid", "newest"] = pd.Timestamp("2026-11-28T12:00:00Z")
+    check = only_failure(
+        run_quality_checks(entities, milestones, stale, result, cfg, AS_OF), "steps.paid.freshness", "error", "failed"
+    )
+    assert check.observed == "newest 2026-11-28T12:00Z, 60.0 h before as_of_end (limit 36 h)"
+    assert check.target == "subscriptions.started_at"
+
+
+def test_step_without_records_fails_freshness(entities, milestones, stats, result, cfg):
+    missing = stats[stats["step"] != "invited_teammate"]  # no row at all for the step
+    check = only_failure(
+        run_quality_checks(entities, milestones, missing, result, cfg, AS_OF),
+        "steps.invited_teammate.freshness", "error", "failed",
+    )
+    assert check.observed == "no records before as_of_end 2026-12-01T00:00Z (limit 36 h)"
+
+
+def test_orphans_above_ratio_fail_orphan_ratio(entities, milestones, stats, result, cfg):
+    orphans = stats.copy()
+    orphans.loc[orphans["step"] == "first_flow_run", "orphan_records"] = 40
+    check = only_failure(
+        run_quality_checks(entities, milestones, orphans, result, cfg, AS_OF),
+        "steps.first_flow_run.orphan_ratio", "error", "failed",
+    )
+    assert check.observed == "40 of 400 records orphan (10%), max 5%"
+
+
+def test_milestone_after_as_of_end_fails(entities, milestones, stats, result, cfg):
+    late = milestones.copy()
+    late.loc[0, "reached_at"] = pd.Timestamp("2026-12-01T00:00:00Z")  # as_of_end is exclusive
+    check = only_failure(
+        run_quality_checks(entities, late, stats, result, cfg, AS_OF),
+        "milestones.reached_at_before_as_of_end", "error", "failed",
+    )
+    assert check.observed == f"1 of {len(milestones):,} at or after as_of_end 2026-12-01T00:00Z"
+
+
+def test_conversion_above_one_in_independent_mode_warns(entities, milestones, stats, cfg):
+    counts = [*CLEAN_COUNTS[:3], ("invited_teammate", "Invite a teammate", 30, 80), ("paid", "Pay", 80, 120)]
+    checks = run_quality_checks(entities, milestones, stats, funnel_result("independent", counts), cfg, AS_OF)
+    failed = failing(checks)
+    assert set(failed) == {"metrics.invited_teammate.conversion_above_one", "metrics.paid.conversion_above_one"}
+    assert all(c.severity == "warn" for c in failed.values())
+    assert DataQuality.from_checks(checks).status == "warned"
+    assert failed["metrics.paid.conversion_above_one"].observed == (
+        "more accounts reached Pay (120) than Invite a teammate (80): journeys skip Invite a teammate"
+    )
+
+
+def test_conversion_above_one_in_any_order_mode_fails(entities, milestones, stats):
+    cfg = config("any_order")
+    counts = [*CLEAN_COUNTS[:4], ("paid", "Pay", 20, 30)]
+    checks = run_quality_checks(entities, milestones, stats, funnel_result("any_order", counts), cfg, AS_OF)
+    failed = failing(checks)
+    assert set(failed) == {"metrics.conversion_in_range", "metrics.entered_ge_reached"}
+    assert {c.severity for c in failed.values()} == {"error"}
+    assert DataQuality.from_checks(checks).status == "failed"
+    assert failed["metrics.conversion_in_range"].observed == "1 of 5 steps outside [0, 1]: paid (1.5)"
+    assert failed["metrics.entered_ge_reached"].observed == (
+        "1 of 5 steps with reached > entered: paid (reached 30 > entered 20)"
+    )
+    assert not [c for c in checks if c.name.endswith(".conversion_above_one")]
+
+
+def test_small_sample_warns(entities, milestones, stats, result, cfg):
+    steps = [replace(s, entered=5, reached=3, conversion=0.6) if s.key == "paid" else s for s in result.steps]
+    small = replace(result, steps=steps)
+    check = only_failure(
+        run_quality_checks(entities, milestones, stats, small, cfg, AS_OF), "metrics.paid.small_sample", "warn", "warned"
+    )
+    assert check.observed == "entered 5 < min_sample 10"
+
+
+def test_repeated_step_entity_fails_step_entity_unique(entities, milestones, stats, result, cfg):
+    repeated = pd.concat([milestones, milestones.iloc[[0]]], ignore_index=True)
+    check = only_failure(
+        run_quality_checks(entities, repeated, stats, result, cfg, AS_OF),
+        "milestones.step_entity_unique", "error", "failed",
+    )
+    assert check.observed == f"2 of {len(repeated):,} rows repeat a (step, entity_id)"
