@@ -173,9 +173,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tasks.seed import read_demo_meta, seed_demo
-
+    from framework.demo import GENERATOR_VERSION
     from tasks.secrets import source_env_var
+    from tasks.seed import read_demo_meta, seed_demo
 
     data = _data_dir()
     data.mkdir(parents=True, exist_ok=True)
@@ -183,9 +183,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     events_url = f"sqlite:///{data / 'demo_events.db'}"
     as_of = _yesterday()
     meta = None if args.fresh else read_demo_meta(app_url)
-    wanted = {"accounts": str(args.accounts), "seed": str(args.seed), "end_date": as_of.isoformat()}
+    wanted = {
+        "accounts": str(args.accounts), "seed": str(args.seed), "end_date": as_of.isoformat(),
+        "generator_version": GENERATOR_VERSION,
+    }
     if meta is None or any(meta.get(k) != v for k, v in wanted.items()):
-        why = "building" if meta is None else "rebuilding (different size, seed or day)"
+        why = "building" if meta is None else "rebuilding (different size, seed, day or generator)"
         print(f"{why} the demo databases under {data} ...", file=sys.stderr)
         seed_demo(app_url, events_url, accounts=args.accounts, seed=args.seed, end_date=as_of,
                   progress=_progress_printer())
