@@ -24,3 +24,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker in ("unit", "integration", "flows"):
             if marker in parts:
                 item.add_marker(getattr(pytest.mark, marker))
+
+
+@pytest.fixture()
+def slack():
+    """A running Slack Web API stand-in (see tests/support/slack_standin.py)."""
+    from tests.support.slack_standin import SlackStandIn
+
+    server = SlackStandIn().start()
+    try:
+        yield server
+    finally:
+        server.stop()

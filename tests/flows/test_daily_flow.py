@@ -129,3 +129,32 @@ def test_ranking_follows_conversion(report: dict) -> None:
     ranked = [steps[k] for k in report["ranking"]]
     assert [s["conversion"] for s in ranked] == sorted(s["conversion"] for s in ranked)
     assert all(s["entered"] >= 30 and not s["qualifying"] for s in ranked)
+
+
+def _run_posting(demo_urls: dict[str, str], monkeypatch: pytest.MonkeyPatch, slack, token: str, path) -> object:
+    for name, url in demo_urls.items():
+        monkeypatch.setenv(source_env_var(name), url)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", token)
+    monkeypatch.setenv("SLACK_API_URL", slack.url)
+    return growth_digest(as_of=END, framework_path=str(DEMO_FRAMEWORK), channel="#growth", report_json=str(path))
+
+
+def test_digest_is_posted_to_slack(demo_urls, monkeypatch, slack, tmp_path) -> None:
+    from tests.support.slack_standin import VALID_TOKEN
+
+    report = _run_posting(demo_urls, monkeypatch, slack, VALID_TOKEN, tmp_path / "r.json")
+    assert report.delivery.status == "posted" and report.delivery.ts
+    (call,) = slack.calls_to("chat.postMessage")
+    assert call.body["channel"] == "#growth"
+    assert call.body["blocks"][0]["type"] == "header" and "2026-11-30" in call.body["blocks"][0]["text"]["text"]
+    assert json.loads((tmp_path / "r.json").read_text())["delivery"]["ts"] == report.delivery.ts
+
+
+def test_failed_delivery_keeps_the_report_and_raises(demo_urls, monkeypatch, slack, tmp_path) -> None:
+    from framework.errors import DeliveryError
+
+    with pytest.raises(DeliveryError) as err:
+        _run_posting(demo_urls, monkeypatch, slack, "xoxb-revoked", tmp_path / "r.json")
+    assert err.value.exit_code == 5 and "invalid_auth" in str(err.value)
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["delivery"]["status"] == "failed" and saved["steps"] == err.value.report.to_dict()["steps"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,21 @@ def test_unknown_table_at_run_time_exits_2_before_prefect(
     err = capsys.readouterr().err
     assert code == 2
     assert "steps[1] (workspace_created): source 'app' has no table 'workspaces' (tables: accounts)" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_column_at_run_time_exits_2_naming_step_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tasks.seed import seed_demo
+
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    seed_demo(url, accounts=50, seed=1, end_date=date(2026, 1, 31))
+    path = _write(tmp_path, GOOD.replace("timestamp: sent_at", "timestamp: sent_on"))
+    code = main(["run", "--framework", path, "--dry-run", "--source", f"app={url}", "--source", f"events={url}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "steps[6] (invited_teammate): source 'app' table 'invitations' has no column 'sent_on'" in err
     assert "Traceback" not in err
 
 
