@@ -31,14 +31,21 @@ def _date(value: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
 
 
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return n
+def _int_at_least(minimum: int):
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}: {value}")
+        return n
+
+    return parse
+
+
+_positive = _int_at_least(1)
+_non_negative = _int_at_least(0)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,6 +68,15 @@ def _quiet_runtime() -> None:
         home = _data_dir() / ".prefect"
         home.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(home)
+
+
+def _use_store(url: str | None) -> str:
+    """The metric store for this command: --store, else GROWTH_STORE_URL, else data/growth.db."""
+    from tasks.secrets import STORE_URL_ENV
+
+    chosen = url or os.environ.get(STORE_URL_ENV) or f"sqlite:///{_data_dir() / 'growth.db'}"
+    os.environ[STORE_URL_ENV] = chosen
+    return chosen
 
 
 # ---- commands ---------------------------------------------------------------------
@@ -136,6 +152,7 @@ def _run_flow(
     from framework.digest import render_blocks, render_text
     from framework.errors import DeliveryError, QualityGateError
     from tasks.publish import write_blocks
+    from tasks.store import ConcurrentRunError
 
     code = 0
     try:
@@ -151,6 +168,10 @@ def _run_flow(
         for line in exc.problems:
             print(line, file=sys.stderr)
         return code
+    except ConcurrentRunError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return exc.exit_code
     if report.delivery.status == "dry_run":
         print(render_text(report))
         if blocks_json:
@@ -165,6 +186,7 @@ def _run_flow(
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.framework)
     _apply_source_overrides(cfg, args.source or [])
+    _use_store(args.store)
     _preflight(cfg)
     return _run_flow(
         Path(args.framework), args.as_of, args.dry_run, args.report_json, args.channel, args.top_n,
@@ -187,7 +209,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "accounts": str(args.accounts), "seed": str(args.seed), "end_date": as_of.isoformat(),
         "generator_version": GENERATOR_VERSION,
     }
-    if meta is None or any(meta.get(k) != v for k, v in wanted.items()):
+    rebuilt = meta is None or any(meta.get(k) != v for k, v in wanted.items())
+    if rebuilt:
         why = "building" if meta is None else "rebuilding (different size, seed, day or generator)"
         print(f"{why} the demo databases under {data} ...", file=sys.stderr)
         seed_demo(app_url, events_url, accounts=args.accounts, seed=args.seed, end_date=as_of,
@@ -196,10 +219,68 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"reusing the demo databases under {data}", file=sys.stderr)
     os.environ[source_env_var("app")] = app_url
     os.environ[source_env_var("events")] = events_url
+    _use_store(args.store)
+    if args.history:
+        _quiet_runtime()
+        os.environ["GROWTH_PROGRESS"] = "1"
+        from flows.backfill import growth_backfill
+
+        start, end = as_of - timedelta(days=args.history), as_of - timedelta(days=1)
+        print(f"history: storing {start}..{end} (days already stored are skipped)", file=sys.stderr)
+        # new demo data means the stored history was computed from other data: recompute it
+        growth_backfill(start=start, end=end, framework_path=str(DEMO_FRAMEWORK), force=rebuilt)
     return _run_flow(
         DEMO_FRAMEWORK, as_of, True, str(data / "report.json"), None, None,
         str(data / "digest-blocks.json"),
     )
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    cfg = load_config(args.framework)
+    _apply_source_overrides(cfg, args.source or [])
+    _use_store(args.store)
+    if args.end < args.start:
+        raise UsageError(f"growth backfill: --end {args.end} is before --start {args.start}")
+    _preflight(cfg)
+    _quiet_runtime()
+    os.environ["GROWTH_PROGRESS"] = "1"
+    from flows.backfill import growth_backfill
+    from framework.errors import QualityGateError
+
+    try:
+        outcome = growth_backfill(
+            start=args.start, end=args.end, framework_path=str(Path(args.framework)), force=args.force
+        )
+    except QualityGateError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return exc.exit_code
+    print(
+        f"backfill {args.start}..{args.end}: {len(outcome['stored'])} stored, "
+        f"{len(outcome['skipped'])} already stored (skipped; --force recomputes)"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tasks.store import MetricStore
+
+    cfg = load_config(args.framework)
+    store = MetricStore.open(_use_store(args.store))
+    try:
+        history = store.step_history(cfg.name)
+    finally:
+        store.close()
+    if args.format == "csv":
+        if args.output:
+            history.to_csv(args.output, index=False)
+        else:
+            history.to_csv(sys.stdout, index=False)
+    else:
+        target = args.output or "step_metrics.parquet"
+        history.to_parquet(target, index=False)
+        print(f"{len(history)} rows written to {target}", file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,18 +291,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accounts", type=_positive, default=5000, help="demo accounts (default 5000)")
     p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     p.add_argument("--fresh", action="store_true", help="rebuild the demo databases even if present")
+    p.add_argument("--history", type=_non_negative, default=28, metavar="DAYS",
+                   help="backfill this many days before the digest's day into the store (default 28; 0: none)")
+    p.add_argument("--store", metavar="URL", help="metric store (default $GROWTH_STORE_URL, else data/growth.db)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="one daily run: extract, validate, compute, publish")
     p.add_argument("--framework", required=True, help="the framework file (YAML)")
     p.add_argument("--as-of", type=_date, default=None, help="day to report for, YYYY-MM-DD (default yesterday UTC)")
     p.add_argument("--source", action="append", metavar="NAME=URL", help="override a source's URL (repeatable)")
+    p.add_argument("--store", metavar="URL", help="metric store (default $GROWTH_STORE_URL, else data/growth.db)")
     p.add_argument("--dry-run", action="store_true", help="publish nowhere; print the digest as text")
     p.add_argument("--report-json", metavar="FILE", help="write the JSON report to FILE")
     p.add_argument("--blocks-json", metavar="FILE", help="with --dry-run: write the Slack Block Kit JSON to FILE")
     p.add_argument("--channel", help="Slack channel (default: the framework file's report.channel)")
     p.add_argument("--top-n", type=_positive, help="lowest-converting steps to show (default: report.top_n)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("backfill", help="compute and store past days, oldest first, posting nothing")
+    p.add_argument("--framework", required=True, help="the framework file (YAML)")
+    p.add_argument("--start", type=_date, required=True, help="first as_of, YYYY-MM-DD")
+    p.add_argument("--end", type=_date, required=True, help="last as_of (inclusive), YYYY-MM-DD")
+    p.add_argument("--source", action="append", metavar="NAME=URL", help="override a source's URL (repeatable)")
+    p.add_argument("--store", metavar="URL", help="metric store (default $GROWTH_STORE_URL, else data/growth.db)")
+    p.add_argument("--force", action="store_true", help="recompute dates already stored")
+    p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("export", help="the stored step metrics history, one row per as_of x step")
+    p.add_argument("--framework", required=True, help="the framework file (YAML)")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument("--store", metavar="URL", help="metric store (default $GROWTH_STORE_URL, else data/growth.db)")
+    p.add_argument("--output", metavar="FILE", help="file to write (csv default: stdout; parquet default: step_metrics.parquet)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("validate", help="check a framework file; exit 0 or 2")
     p.add_argument("file")

@@ -1,8 +1,9 @@
-"""The daily growth digest flow: extract -> validate -> compute -> publish. Sequencing only."""
+"""The daily growth digest flow: extract -> compute -> validate -> store -> publish. Sequencing only."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import hashlib
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +20,9 @@ from framework.engine import as_of_end, compute
 from framework.errors import DeliveryError, QualityGateError, SourceError
 from framework.milestones import assemble
 from framework.report import DataQuality, Delivery, FunnelResult, Report
+from framework.trend import RUNS_AGO_NEEDED, attach_trends
 from tasks import extract, publish, secrets
+from tasks.store import ConcurrentRunError, MetricStore, RunHandle, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FRAMEWORK = "framework/demo/growth.yaml"
@@ -37,32 +40,38 @@ def resolve_path(path: str) -> Path:
     return ROOT / p if (ROOT / p).exists() else p
 
 
-def _transient_source_failure(task_, task_run, state) -> bool:
-    """Retry only connection-level source failures, never schema or usage errors."""
+def _transient(task_, task_run, state) -> bool:
+    """Retry only connection-level failures, never schema, usage or concurrency errors."""
     try:
         state.result()
     except SourceError as exc:
         return exc.transient
+    except StoreError:
+        return True
     except Exception:  # noqa: BLE001
         return False
     return False
 
 
-_source_io = dict(
+_io = dict(
     retries=2,
     retry_delay_seconds=[2, 10],
-    retry_condition_fn=_transient_source_failure,
+    retry_condition_fn=_transient,
     cache_policy=NO_CACHE,
-    timeout_seconds=3600,
 )
 
 
-@task(name="check-schema", **_source_io)
+@task(name="open-store", **_io)
+def open_store_task(url: str) -> MetricStore:
+    return MetricStore.open(url)
+
+
+@task(name="check-schema", **_io)
 def check_schema_task(cfg: FrameworkConfig, sources: extract.Sources) -> None:
     extract.check_schema(cfg, sources)
 
 
-@task(name="extract", **_source_io)
+@task(name="extract", timeout_seconds=3600, **_io)
 def extract_task(cfg: FrameworkConfig, sources: extract.Sources, end: datetime):
     entities, aggregates = extract.extract_all(cfg, sources, end)
     get_run_logger().info(
@@ -83,17 +92,73 @@ def validate_task(cfg: FrameworkConfig, entities, milestones, stats, result: Fun
     return DataQuality.from_checks(run_quality_checks(entities, milestones, stats, result, cfg, as_of))
 
 
-@task(
-    name="publish-slack",
-    cache_policy=NO_CACHE,
-    retries=1,
-    retry_delay_seconds=30,
-    retry_condition_fn=lambda t, r, s: False,  # the Slack client retries 429/5xx itself, bounded
-)
-def publish_task(token: str, report: Report, ui_url: str | None) -> Delivery:
-    return publish.post_message(
-        token, report.delivery.channel, fallback_text(report), render_blocks(report, ui_url)
-    )
+@task(name="store-results", **_io)
+def store_task(store: MetricStore, run: RunHandle, report: Report) -> int:
+    return store.commit_results(run, report.to_dict())
+
+
+@task(name="publish-slack", cache_policy=NO_CACHE)
+def publish_task(store: MetricStore, token: str, report: Report, ui_url: str | None) -> Delivery:
+    """Post once per (framework, as_of, channel); a re-run updates that message.
+    The Slack client retries 429/5xx/connection errors itself, bounded."""
+    r = report.result
+    as_of = date.fromisoformat(r.as_of)
+    channel = report.delivery.channel
+    previous = store.get_delivery(report.framework, as_of, channel)
+    try:
+        delivery, channel_id = publish.deliver(
+            token, channel, fallback_text(report), render_blocks(report, ui_url),
+            previous_channel_id=previous.channel_id if previous else None,
+            previous_ts=previous.ts if previous else None,
+        )
+    except DeliveryError:
+        if previous is None or previous.ts is None:
+            store.record_delivery(report.framework, as_of, channel, None, None, "failed")
+        raise
+    store.record_delivery(report.framework, as_of, channel, channel_id, delivery.ts, delivery.status)
+    return delivery
+
+
+@dataclass(frozen=True)
+class DayInputs:
+    """Everything a day's run needs, resolved once at the start of a flow run."""
+
+    cfg: FrameworkConfig
+    framework_hash: str
+    urls: dict[str, str]
+
+
+def prepare(framework_path: str, channel: str | None = None, top_n: int | None = None) -> DayInputs:
+    path = resolve_path(framework_path)
+    cfg = load_config(path)
+    if top_n is not None or channel:
+        cfg = cfg.model_copy(update={"report": cfg.report.model_copy(update={
+            "top_n": top_n or cfg.report.top_n, "channel": channel or cfg.report.channel,
+        })})
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return DayInputs(cfg, digest, secrets.resolve_source_urls(cfg))
+
+
+def compute_day(inputs: DayInputs, store: MetricStore, as_of: date) -> Report:
+    """Extract, compute, validate and attach the stored trend: the report, not yet stored or sent."""
+    cfg = inputs.cfg
+    sources = extract.open_sources(inputs.urls)
+    try:
+        check_schema_task(cfg, sources)
+        entities, aggregates = extract_task(cfg, sources, as_of_end(as_of))
+    finally:
+        sources.dispose()
+    milestones, stats = assemble(cfg, entities, aggregates)
+    result = compute_task(cfg, entities, milestones, as_of)
+    quality = validate_task(cfg, entities, milestones, stats, result, as_of)
+    result = attach_trends(result, store.trend(cfg.name, as_of - timedelta(days=1), RUNS_AGO_NEEDED))
+    status = "skipped" if quality.status == "failed" else "dry_run"
+    return Report(cfg.name, result, quality, Delivery(cfg.report.channel, status))
+
+
+def gate_error(report: Report) -> QualityGateError:
+    failed = [f"{c.name} ({c.target}): {c.observed}" for c in report.data_quality.failed if c.severity == "error"]
+    return QualityGateError(["data-quality gate failed; digest not published:", *failed], report)
 
 
 def _flow_run_name() -> str:
@@ -101,11 +166,11 @@ def _flow_run_name() -> str:
     return f"growth-digest-{as_of}"
 
 
-def _artifacts(report: Report, text: str) -> None:
+def artifacts(report: Report, text: str) -> None:
     key = "growth-" + "".join(c if c.isalnum() else "-" for c in report.framework.lower()).strip("-")
     create_markdown_artifact(markdown=f"```\n{text}\n```", key=f"{key}-digest", description="The digest")
     rows = [
-        {k: ("" if v is None else v) for k, v in s.items()}
+        {k: ("" if v is None else v) for k, v in s.items() if k != "trend"}
         for s in report.to_dict()["steps"]
     ]
     create_table_artifact(table=rows, key=f"{key}-funnel", description="Every step, current period")
@@ -120,7 +185,7 @@ def growth_digest(
     top_n: Annotated[int, Field(ge=1, le=50)] | None = None,
     report_json: str | None = None,
 ) -> Report:
-    """Compute the growth funnel for one day and post the lowest-converting steps.
+    """Compute the growth funnel for one day, store it, and post the lowest-converting steps.
 
     Args:
         as_of: The day to report for (UTC). Empty means yesterday.
@@ -132,55 +197,54 @@ def growth_digest(
     """
     logger = get_run_logger()
     as_of = as_of or yesterday()
-    cfg = load_config(resolve_path(framework_path))
-    if top_n is not None or channel:
-        cfg = cfg.model_copy(
-            update={"report": cfg.report.model_copy(update={
-                "top_n": top_n or cfg.report.top_n, "channel": channel or cfg.report.channel,
-            })}
-        )
+    inputs = prepare(framework_path, channel, top_n)
     # secrets once, at the start; passed on, never logged
-    urls = secrets.resolve_source_urls(cfg)
     token = None if dry_run else secrets.resolve_slack_token()
     if not dry_run and token is None:
         logger.warning("no Slack credentials (SLACK_BOT_TOKEN or Secret block 'slack-bot-token'): dry run")
-
-    end = as_of_end(as_of)
-    sources = extract.open_sources(urls)
+    store = open_store_task(secrets.resolve_store_url())
+    run = store.begin_run(inputs.cfg.name, inputs.framework_hash, as_of, _flow_run_id())
     try:
-        check_schema_task(cfg, sources)
-        entities, aggregates = extract_task(cfg, sources, end)
-    finally:
-        sources.dispose()
-    milestones, stats = assemble(cfg, entities, aggregates)
-    result = compute_task(cfg, entities, milestones, as_of)
-    quality = validate_task(cfg, entities, milestones, stats, result, as_of)
-
-    channel_name = cfg.report.channel
-    report = Report(cfg.name, result, quality, Delivery(channel_name, "dry_run"))
-    if quality.status == "failed":
-        report = replace(report, delivery=Delivery(channel_name, "skipped"))
-    elif token is not None:
-        try:
-            delivery = publish_task(token, report, flow_run.ui_url)
-        except DeliveryError as exc:
-            report = replace(report, delivery=Delivery(channel_name, "failed"))
+        report = compute_day(inputs, store, as_of)
+        if report.data_quality.status == "failed":
+            store.finish_run(run, "failed_quality", report.data_quality.status, "skipped")
             _finish(report, report_json)
-            raise DeliveryError(exc.problems, report) from None
-        report = replace(report, delivery=delivery)
+            raise gate_error(report)
+        store_task(store, run, report)  # metrics are stored before anything is published
+        if token is not None:
+            try:
+                report = replace(report, delivery=publish_task(store, token, report, flow_run.ui_url))
+            except DeliveryError as exc:
+                report = replace(report, delivery=replace(report.delivery, status="failed"))
+                store.finish_run(run, "failed", report.data_quality.status, "failed", str(exc))
+                _finish(report, report_json)
+                raise DeliveryError(exc.problems, report, exc.reason) from None
+        store.finish_run(run, "succeeded", report.data_quality.status, report.delivery.status)
+    except (QualityGateError, DeliveryError):
+        raise
+    except ConcurrentRunError:
+        store.finish_run(run, "superseded")
+        raise
+    except Exception as exc:
+        store.finish_run(run, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        store.close()
     _finish(report, report_json)
-    if quality.status == "failed":
-        failed = [f"{c.name} ({c.target}): {c.observed}" for c in quality.failed if c.severity == "error"]
-        raise QualityGateError(["data-quality gate failed; digest not published:", *failed], report)
     logger.info(
         "as_of %s: lowest converting %s; quality %s; delivery %s",
-        as_of, ", ".join(result.lowest_converting) or "(none)", quality.status, report.delivery.status,
+        as_of, ", ".join(report.result.lowest_converting) or "(none)", report.data_quality.status,
+        report.delivery.status,
     )
     return report
 
 
+def _flow_run_id() -> str | None:
+    run_id = flow_run.id
+    return str(run_id) if run_id else None
+
+
 def _finish(report: Report, report_json: str | None) -> None:
-    text = render_text(report, flow_run.ui_url)
     if report_json:
         publish.write_report(report.to_json(), report_json)
-    _artifacts(report, text)
+    artifacts(report, render_text(report, flow_run.ui_url))

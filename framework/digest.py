@@ -28,6 +28,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from framework.report import Period, QualityCheck, Report, StepResult
+from framework.trend import TREND_RUNS, sparkline
 
 __all__ = [
     "MAX_BLOCKS",
@@ -343,6 +344,9 @@ def _table(report: Report, name_width: int, compact: bool) -> list[str]:
         headers = ["Reached", "Conv", "Overall", "Δpp"]
     else:
         headers = ["Entered", "Reached", "Conv", "Overall", "Δpp"]
+    with_trend = any(len(s.trend) > 1 for s in report.result.steps)
+    if with_trend:
+        headers += ["Trend"] if compact else ["7 runs ago", "28 runs ago", "Trend"]
     cells: list[list[str] | None] = []
     for s in report.result.steps:
         if not s.tracked:
@@ -356,6 +360,9 @@ def _table(report: Report, name_width: int, compact: bool) -> list[str]:
         ]
         if not compact:
             row.insert(0, fmt_count(s.entered))
+        if with_trend:
+            line_ = sparkline([p.conversion for p in s.trend]).ljust(TREND_RUNS)
+            row += [line_] if compact else [fmt_pct(s.conversion_7_runs_ago), fmt_pct(s.conversion_28_runs_ago), line_]
         cells.append(row)
     widths = [len(h) for h in headers]
     for row in cells:

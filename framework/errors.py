@@ -53,6 +53,7 @@ class DeliveryError(GrowthError):
 
     exit_code = 5
 
-    def __init__(self, problems: list[str] | str, report: object = None):
+    def __init__(self, problems: list[str] | str, report: object = None, reason: str | None = None):
         super().__init__(problems)
         self.report = report
+        self.reason = reason

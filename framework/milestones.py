@@ -7,12 +7,16 @@ Frames and their grain:
   matching records (NULL included: records whose entity column is NULL or
   whose ``via`` key has no match). Columns ``entity_id``, ``first_at``,
   ``last_at`` (earliest/newest timestamp before as_of_end), ``records``
-  (records with a timestamp), ``null_timestamps`` (records whose timestamp is
-  NULL or unreadable).
+  (records with a timestamp before as_of_end), ``null_timestamps`` (records
+  whose timestamp is NULL or unreadable), ``newest_any`` (the newest timestamp
+  of all, as_of_end or later included).
 * ``milestones`` (output): one row per known entity per step:
   ``step``, ``entity_id``, ``reached_at``.
 * ``stats`` (output): one row per tracked step 2..n: ``step``, ``source``,
-  ``table``, ``records``, ``orphan_records``, ``null_timestamps``, ``newest``.
+  ``table``, ``records``, ``orphan_records``, ``null_timestamps``, ``newest``:
+  the newest matching record the source holds, records at or after as_of_end
+  included (they prove the source is loaded; a backfill of an old date must
+  not look stale because a low-volume table had a quiet day).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import pandas as pd
 from framework.config import FrameworkConfig
 from framework.engine import normalize_ids
 
-AGGREGATE_COLUMNS = ["entity_id", "first_at", "last_at", "records", "null_timestamps"]
+AGGREGATE_COLUMNS = ["entity_id", "first_at", "last_at", "records", "null_timestamps", "newest_any"]
 
 
 def _utc(values: pd.Series) -> pd.Series:
@@ -61,7 +65,7 @@ def assemble(
                 }
             )
         )
-        last = _utc(agg["last_at"])
+        newest = _utc(agg["newest_any"])
         rows.append(
             {
                 "step": step.key,
@@ -70,7 +74,7 @@ def assemble(
                 "records": int(records.sum()),
                 "orphan_records": int(records[~is_known.to_numpy()].sum()),
                 "null_timestamps": int(agg["null_timestamps"].fillna(0).astype("int64").sum()),
-                "newest": last.max() if last.notna().any() else pd.NaT,
+                "newest": newest.max() if newest.notna().any() else pd.NaT,
             }
         )
     milestones = (

@@ -39,6 +39,14 @@ class Period:
 
 
 @dataclass(frozen=True)
+class TrendPoint:
+    """The step's conversion in one stored run (one as_of), oldest first in ``StepResult.trend``."""
+
+    as_of: str
+    conversion: float | None
+
+
+@dataclass(frozen=True)
 class StepResult:
     """One framework step, current period, overall population."""
 
@@ -61,6 +69,9 @@ class StepResult:
     opportunity: float | None = None
     previous_entered: int | None = None
     previous_reached: int | None = None
+    conversion_7_runs_ago: float | None = None
+    conversion_28_runs_ago: float | None = None
+    trend: tuple[TrendPoint, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Extraction from the source databases (SQLAlchemy Core). One I/O concern: reading sources.
 
-Every query is an aggregate pushed down to the source: per step,
-``entity, MIN(ts), MAX(ts), COUNT(ts), COUNT(*) - COUNT(ts)`` grouped per
-entity, ``where`` values bound as parameters, ``via`` as one LEFT JOIN.
+Every query is an aggregate pushed down to the source: per step, grouped per
+entity, the earliest and newest time before as_of_end, the count of records
+before as_of_end, the count of NULL times, and the newest time of all (for
+freshness); ``where`` values bound as parameters, ``via`` as one LEFT JOIN.
 Identifiers come from reflected ``Table`` objects (checked before any query
 runs), never from pasted SQL text.
 
@@ -203,16 +204,16 @@ def step_query(step: StepConfig, engine: sa.Engine, tables: dict[tuple[str, str]
     else:
         entity = table.c[step.entity_id]
         source_from = table
-    conditions = [sa.or_(ts < _ts_bound(engine, ts_col, end), ts.is_(None))]
-    for col, value in (step.where or {}).items():
-        conditions.append(table.c[col].in_(value) if isinstance(value, list) else table.c[col] == value)
+    conditions = [table.c[col].in_(v) if isinstance(v, list) else table.c[col] == v for col, v in (step.where or {}).items()]
+    before_end = sa.case((ts < _ts_bound(engine, ts_col, end), ts))
     return (
         sa.select(
             entity.label("entity_id"),
-            sa.func.min(ts).label("first_at"),
-            sa.func.max(ts).label("last_at"),
-            sa.func.count(ts).label("records"),
+            sa.func.min(before_end).label("first_at"),
+            sa.func.max(before_end).label("last_at"),
+            sa.func.count(before_end).label("records"),
             (sa.func.count() - sa.func.count(ts)).label("null_timestamps"),
+            sa.func.max(ts).label("newest_any"),
         )
         .select_from(source_from)
         .where(*conditions)

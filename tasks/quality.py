@@ -23,7 +23,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cache
 from types import SimpleNamespace
@@ -45,13 +45,42 @@ Describe = Callable[[dict[str, Any]], str]
 
 @dataclass(frozen=True)
 class CheckSpec:
-    """One check: the expectation that decides it and how to word its result."""
+    """One check: the expectation(s) that decide it and how to word its result.
+
+    A frame-wide check (``step`` None) passes when all its expectations pass
+    and is described from the first one's GX result. A per-step check shares
+    its expectations with the same check of the other steps (one expectation
+    per kind over the per-step frame): it fails when GX lists the step's row
+    as unexpected in any of them, and is described from
+    ``{"element_count": 1, "unexpected_count": 0 or 1}``.
+    """
 
     name: str
     target: str
     severity: Severity
-    expectation: Any  # a great_expectations Expectation, meta["check"] == name
+    expectations: tuple[str, ...]  # ids (meta["check"]) of the deciding expectations
     describe: Describe  # GX result dict -> observed text
+    step: str | None = None
+
+
+@dataclass
+class Suite:
+    """The expectations over one frame and the checks they decide."""
+
+    name: str
+    frame: pd.DataFrame
+    expectations: list[Any] = field(default_factory=list)  # great_expectations Expectations
+    checks: list[CheckSpec] = field(default_factory=list)
+    per_step: bool = False  # one row per step: GX names unexpected rows by their step
+
+    def expect(self, kind: str, expectation_id: str, **kwargs: Any) -> str:
+        self.expectations.append(getattr(_gx().gxe, kind)(meta={"check": expectation_id}, **kwargs))
+        return expectation_id
+
+    def check(self, name: str, target: str, severity: Severity, expectations: str | tuple[str, ...],
+              describe: Describe, step: str | None = None) -> None:
+        ids = (expectations,) if isinstance(expectations, str) else expectations
+        self.checks.append(CheckSpec(name, target, severity, ids, describe, step))
 
 
 # --------------------------------------------------------------------------- GX
@@ -67,14 +96,13 @@ def _gx() -> SimpleNamespace:
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
-    from great_expectations.expectations.row_conditions import Column
 
     # This module pins its own logger to INFO on import and logs a temporary
     # docs-site directory at every get_context(mode="ephemeral").
     docs_logger = logging.getLogger("great_expectations.data_context.types.base")
     if docs_logger.level in (logging.NOTSET, logging.INFO):
         docs_logger.setLevel(logging.WARNING)
-    return SimpleNamespace(gx=gx, gxe=gxe, Column=Column, ProgressBarsConfig=ProgressBarsConfig)
+    return SimpleNamespace(gx=gx, gxe=gxe, ProgressBarsConfig=ProgressBarsConfig)
 
 
 def _new_batch_definition() -> Any:
@@ -87,35 +115,59 @@ def _new_batch_definition() -> Any:
     return asset.add_batch_definition_whole_dataframe("whole_frame")
 
 
-def _expect(kind: str, check: str, **kwargs: Any) -> Any:
-    return getattr(_gx().gxe, kind)(meta={"check": check}, **kwargs)
+# Frame-wide checks need counts and (metrics) the unexpected rows; per-step checks
+# need every unexpected row named by its step.
+_SUMMARY: dict[str, Any] = {"result_format": "BASIC"}
+_BY_STEP: dict[str, Any] = {"result_format": "COMPLETE", "unexpected_index_column_names": ["step"]}
 
 
-def _for_step(key: str) -> Any:
-    return _gx().Column("step") == key
-
-
-def _validate(batch_definition: Any, frame: pd.DataFrame, suite_name: str, specs: list[CheckSpec]) -> list[QualityCheck]:
-    if not specs:
+def _validate(batch_definition: Any, suite: Suite) -> list[QualityCheck]:
+    if not suite.checks:
         return []
-    suite = _gx().gx.ExpectationSuite(name=suite_name)
-    for spec in specs:
-        suite.add_expectation(spec.expectation)
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    outcome = batch.validate(suite, result_format="SUMMARY")
-    by_name = {r.expectation_config.meta.get("check"): r for r in outcome.results}
-    checks = []
-    for spec in specs:
-        r = by_name.get(spec.name)
-        if r is None:
-            checks.append(QualityCheck(spec.name, spec.target, spec.severity, False, "not evaluated by GX"))
-            continue
+    gx_suite = _gx().gx.ExpectationSuite(name=suite.name)
+    for expectation in suite.expectations:
+        gx_suite.add_expectation(expectation)
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": suite.frame})
+    outcome = batch.validate(gx_suite, result_format=_BY_STEP if suite.per_step else _SUMMARY)
+    by_id = {r.expectation_config.meta.get("check"): r for r in outcome.results}
+    return [_check(spec, [by_id.get(i) for i in spec.expectations], suite.frame) for spec in suite.checks]
+
+
+def _check(spec: CheckSpec, results: list[Any], frame: pd.DataFrame) -> QualityCheck:
+    def done(success: bool, observed: str) -> QualityCheck:
+        return QualityCheck(spec.name, spec.target, spec.severity, success, observed)
+
+    if any(r is None for r in results):
+        return done(False, "not evaluated by GX")
+    for r in results:
         error = _gx_error(r.exception_info)
         if error is not None:
-            checks.append(QualityCheck(spec.name, spec.target, spec.severity, False, f"GX could not evaluate: {error}"))
-            continue
-        checks.append(QualityCheck(spec.name, spec.target, spec.severity, bool(r.success), spec.describe(dict(r.result or {}))))
-    return checks
+            return done(False, f"GX could not evaluate: {error}")
+    if spec.step is None:
+        return done(all(bool(r.success) for r in results), spec.describe(dict(results[0].result or {})))
+    failed = False
+    for r in results:
+        steps = _unexpected_steps(dict(r.result or {}), frame)
+        if steps is None:
+            return done(False, "GX did not list the unexpected steps")
+        failed = failed or spec.step in steps
+    return done(not failed, spec.describe({"element_count": 1, "unexpected_count": int(failed)}))
+
+
+def _unexpected_steps(r: dict[str, Any], frame: pd.DataFrame) -> list[str] | None:
+    """The steps of the rows GX listed as unexpected, in frame order (None: not listed)."""
+    if not _int(r.get("unexpected_count")):
+        return []
+    listed = r.get("unexpected_index_list")
+    if listed is None:
+        return None
+    steps = set()
+    for item in listed:
+        if isinstance(item, dict):
+            steps.add(item.get("step"))
+        elif item in frame.index:
+            steps.add(frame.at[item, "step"])
+    return [s for s in frame["step"] if s in steps]
 
 
 def _gx_error(info: Any) -> str | None:
@@ -188,12 +240,6 @@ def _non_null_counts(what: str) -> Describe:
         return f"{_n(r.get('unexpected_count'))} of {total:,} {what}"
 
     return describe
-
-
-def _rows(frame: pd.DataFrame, r: dict[str, Any]) -> pd.DataFrame:
-    """The frame rows GX listed as unexpected (by index)."""
-    index = [i for i in (r.get("partial_unexpected_index_list") or []) if i in frame.index]
-    return frame.loc[index]
 
 
 # --------------------------------------------------------------------- frames
@@ -284,74 +330,87 @@ def _source_steps(cfg: FrameworkConfig) -> list[StepConfig]:
 # --------------------------------------------------------------------- suites
 
 
-def entity_checks(cfg: FrameworkConfig, end: datetime) -> list[CheckSpec]:
+def entity_suite(cfg: FrameworkConfig, end: datetime, frame: pd.DataFrame) -> Suite:
     table, id_col, created = cfg.entity.table, cfg.entity.id, cfg.entity.created_at
-    return [
-        CheckSpec(
-            "entities.id_not_null", f"{table}.{id_col}", "error",
-            _expect("ExpectColumnValuesToNotBeNull", "entities.id_not_null", column="entity_id"),
-            _counts("null"),
+    suite = Suite("entities", frame)
+    suite.check(
+        "entities.id_not_null", f"{table}.{id_col}", "error",
+        suite.expect("ExpectColumnValuesToNotBeNull", "entities.id_not_null", column="entity_id"),
+        _counts("null"),
+    )
+    suite.check(
+        "entities.id_unique", f"{table}.{id_col}", "error",
+        suite.expect("ExpectColumnValuesToBeUnique", "entities.id_unique", column="entity_id"),
+        _non_null_counts("rows share an id"),
+    )
+    suite.check(
+        "entities.created_at_not_null", f"{table}.{created}", "error",
+        suite.expect("ExpectColumnValuesToNotBeNull", "entities.created_at_not_null", column="created_at"),
+        _counts("null or unparseable"),
+    )
+    suite.check(
+        "entities.created_at_before_as_of_end", f"{table}.{created}", "error",
+        suite.expect(
+            "ExpectColumnValuesToBeBetween", "entities.created_at_before_as_of_end",
+            column="created_at", max_value=end, strict_max=True,
         ),
-        CheckSpec(
-            "entities.id_unique", f"{table}.{id_col}", "error",
-            _expect("ExpectColumnValuesToBeUnique", "entities.id_unique", column="entity_id"),
-            _non_null_counts("rows share an id"),
-        ),
-        CheckSpec(
-            "entities.created_at_not_null", f"{table}.{created}", "error",
-            _expect("ExpectColumnValuesToNotBeNull", "entities.created_at_not_null", column="created_at"),
-            _counts("null or unparseable"),
-        ),
-        CheckSpec(
-            "entities.created_at_before_as_of_end", f"{table}.{created}", "error",
-            _expect(
-                "ExpectColumnValuesToBeBetween", "entities.created_at_before_as_of_end",
-                column="created_at", max_value=end, strict_max=True,
-            ),
-            _non_null_counts(f"at or after as_of_end {_ts(end)}"),
-        ),
-    ]
+        _non_null_counts(f"at or after as_of_end {_ts(end)}"),
+    )
+    return suite
 
 
-def milestone_checks(end: datetime) -> list[CheckSpec]:
+def milestone_suite(end: datetime, frame: pd.DataFrame) -> Suite:
     target = "milestones"  # the steps' matched records, one row per (step, entity)
-    return [
-        CheckSpec(
-            "milestones.entity_id_not_null", f"{target}.entity_id", "error",
-            _expect("ExpectColumnValuesToNotBeNull", "milestones.entity_id_not_null", column="entity_id"),
-            _counts("null"),
+    suite = Suite("milestones", frame)
+    suite.check(
+        "milestones.entity_id_not_null", f"{target}.entity_id", "error",
+        suite.expect("ExpectColumnValuesToNotBeNull", "milestones.entity_id_not_null", column="entity_id"),
+        _counts("null"),
+    )
+    suite.check(
+        "milestones.reached_at_not_null", f"{target}.reached_at", "error",
+        suite.expect("ExpectColumnValuesToNotBeNull", "milestones.reached_at_not_null", column="reached_at"),
+        _counts("null"),
+    )
+    suite.check(
+        "milestones.reached_at_before_as_of_end", f"{target}.reached_at", "error",
+        suite.expect(
+            "ExpectColumnValuesToBeBetween", "milestones.reached_at_before_as_of_end",
+            column="reached_at", max_value=end, strict_max=True,
         ),
-        CheckSpec(
-            "milestones.reached_at_not_null", f"{target}.reached_at", "error",
-            _expect("ExpectColumnValuesToNotBeNull", "milestones.reached_at_not_null", column="reached_at"),
-            _counts("null"),
+        _non_null_counts(f"at or after as_of_end {_ts(end)}"),
+    )
+    suite.check(
+        "milestones.step_entity_unique", f"{target}.(step, entity_id)", "error",
+        suite.expect(
+            "ExpectCompoundColumnsToBeUnique", "milestones.step_entity_unique",
+            column_list=["step", "entity_id"], ignore_row_if="any_value_is_missing",
         ),
-        CheckSpec(
-            "milestones.reached_at_before_as_of_end", f"{target}.reached_at", "error",
-            _expect(
-                "ExpectColumnValuesToBeBetween", "milestones.reached_at_before_as_of_end",
-                column="reached_at", max_value=end, strict_max=True,
-            ),
-            _non_null_counts(f"at or after as_of_end {_ts(end)}"),
-        ),
-        CheckSpec(
-            "milestones.step_entity_unique", f"{target}.(step, entity_id)", "error",
-            _expect(
-                "ExpectCompoundColumnsToBeUnique", "milestones.step_entity_unique",
-                column_list=["step", "entity_id"], ignore_row_if="any_value_is_missing",
-            ),
-            _non_null_counts("rows repeat a (step, entity_id)"),
-        ),
-    ]
+        _non_null_counts("rows repeat a (step, entity_id)"),
+    )
+    return suite
 
 
-def step_checks(cfg: FrameworkConfig, end: datetime, frame: pd.DataFrame) -> list[CheckSpec]:
-    """Per tracked step after the first: orphan ratio and freshness of its source."""
+def step_suite(cfg: FrameworkConfig, end: datetime, frame: pd.DataFrame) -> Suite:
+    """Per tracked step after the first: orphan ratio and freshness of its source.
+
+    One expectation per kind over the per-step frame; each step's checks are
+    decided by whether GX lists its row as unexpected.
+    """
     max_ratio = cfg.quality.max_orphan_ratio
     hours = cfg.quality.freshness_hours
-    oldest_ok = end - timedelta(hours=hours)
+    suite = Suite("steps", frame, per_step=True)
+    if frame.empty:
+        return suite
+    orphan_ratio = suite.expect(
+        "ExpectColumnValuesToBeBetween", "steps.orphan_ratio", column="orphan_ratio", min_value=0, max_value=max_ratio
+    )
+    # A step without records has no newest: stale, not vacuously fresh.
+    has_newest = suite.expect("ExpectColumnValuesToNotBeNull", "steps.newest_not_null", column="newest")
+    fresh = suite.expect(
+        "ExpectColumnValuesToBeBetween", "steps.newest_fresh", column="newest", min_value=end - timedelta(hours=hours)
+    )
     rows = {row["step"]: row for _, row in frame.iterrows()}
-    specs: list[CheckSpec] = []
     for step in _source_steps(cfg):
         row = rows[step.key]
         if step.via is not None:
@@ -363,104 +422,94 @@ def step_checks(cfg: FrameworkConfig, end: datetime, frame: pd.DataFrame) -> lis
             records = _int(row["records"])
             if not records:
                 return f"no records: ratio 0, max {_pct(max_ratio)}"
-            ratio = r.get("observed_value")
+            ratio = row["orphan_ratio"]
             ratio = 0.0 if _is_missing(ratio) else float(ratio)
             return f"{_n(row['orphan_records'])} of {records:,} records orphan ({_pct(ratio)}), max {_pct(max_ratio)}"
 
-        def fresh(r: dict[str, Any]) -> str:
-            newest = r.get("observed_value")
+        def freshness(r: dict[str, Any], row: Any = row) -> str:
+            newest = row["newest"]
             if _is_missing(newest):
                 return f"no records before as_of_end {_ts(end)} (limit {_num(hours)} h)"
+            # newest may lie after as_of_end: the source holds later records (it is loaded).
             age = (pd.Timestamp(end) - pd.Timestamp(newest)) / pd.Timedelta(hours=1)
+            if age < 0:
+                return f"newest {_ts(newest)}, after as_of_end (limit {_num(hours)} h)"
             return f"newest {_ts(newest)}, {age:,.1f} h before as_of_end (limit {_num(hours)} h)"
 
-        specs.append(
-            CheckSpec(
-                f"steps.{step.key}.orphan_ratio", id_path, "error",
-                _expect(
-                    "ExpectColumnMaxToBeBetween", f"steps.{step.key}.orphan_ratio",
-                    column="orphan_ratio", min_value=0, max_value=max_ratio, row_condition=_for_step(step.key),
-                ),
-                orphans,
-            )
+        suite.check(f"steps.{step.key}.orphan_ratio", id_path, "error", orphan_ratio, orphans, step=step.key)
+        suite.check(
+            f"steps.{step.key}.freshness", f"{step.table}.{step.timestamp}", "error",
+            (has_newest, fresh), freshness, step=step.key,
         )
-        specs.append(
-            CheckSpec(
-                f"steps.{step.key}.freshness", f"{step.table}.{step.timestamp}", "error",
-                _expect(
-                    "ExpectColumnMaxToBeBetween", f"steps.{step.key}.freshness",
-                    column="newest", min_value=oldest_ok, row_condition=_for_step(step.key),
-                ),
-                fresh,
-            )
-        )
-    return specs
+    return suite
 
 
-def metric_checks(cfg: FrameworkConfig, result: FunnelResult, frame: pd.DataFrame) -> list[CheckSpec]:
+def metric_suite(cfg: FrameworkConfig, result: FunnelResult, frame: pd.DataFrame) -> Suite:
     """Sanity of the computed numbers (current period, overall)."""
     mode = result.mode
     entity = result.entity or cfg.entity.name
     min_sample = cfg.funnel.min_sample
     target = "current period, overall"
+    suite = Suite("metrics", frame, per_step=True)
 
     def steps_listed(r: dict[str, Any], what: str, show: Callable[[Any], str] | None = None) -> str:
         total = len(frame)
         bad = _int(r.get("unexpected_count"))
         if not bad:
             return f"0 of {total:,} steps {what}"
-        listed = ", ".join(
-            f"{row['step']} ({show(row)})" if show else str(row["step"]) for _, row in _rows(frame, r).iterrows()
-        )
-        return f"{bad:,} of {total:,} steps {what}: {listed}"
+        listed = _unexpected_steps(r, frame) or []
+        rows = {row["step"]: row for _, row in frame.iterrows()}
+        shown = ", ".join(f"{step} ({show(rows[step])})" if show else str(step) for step in listed)
+        return f"{bad:,} of {total:,} steps {what}: {shown}"
 
-    specs: list[CheckSpec] = []
     for col in ("entered", "reached"):
-        specs.append(
-            CheckSpec(
-                f"metrics.{col}_not_null", f"{target}: {col}", "error",
-                _expect("ExpectColumnValuesToNotBeNull", f"metrics.{col}_not_null", column=col),
-                lambda r: steps_listed(r, "null"),
-            )
+        suite.check(
+            f"metrics.{col}_not_null", f"{target}: {col}", "error",
+            suite.expect("ExpectColumnValuesToNotBeNull", f"metrics.{col}_not_null", column=col),
+            lambda r: steps_listed(r, "null"),
         )
-        specs.append(
-            CheckSpec(
-                f"metrics.{col}_non_negative", f"{target}: {col}", "error",
-                _expect("ExpectColumnValuesToBeBetween", f"metrics.{col}_non_negative", column=col, min_value=0),
-                lambda r, col=col: steps_listed(r, "negative", lambda row: _num(row[col])),
-            )
+        suite.check(
+            f"metrics.{col}_non_negative", f"{target}: {col}", "error",
+            suite.expect("ExpectColumnValuesToBeBetween", f"metrics.{col}_non_negative", column=col, min_value=0),
+            lambda r, col=col: steps_listed(r, "negative", lambda row: _num(row[col])),
         )
     if mode in ("any_order", "ordered"):
-        specs.append(
-            CheckSpec(
-                "metrics.entered_ge_reached", f"{target}: entered >= reached ({mode})", "error",
-                _expect(
-                    "ExpectColumnPairValuesAToBeGreaterThanB", "metrics.entered_ge_reached",
-                    column_A="entered", column_B="reached", or_equal=True,
-                    ignore_row_if="either_value_is_missing",
-                ),
-                lambda r: steps_listed(
-                    r, "with reached > entered",
-                    lambda row: f"reached {_num(row['reached'])} > entered {_num(row['entered'])}",
-                ),
-            )
+        suite.check(
+            "metrics.entered_ge_reached", f"{target}: entered >= reached ({mode})", "error",
+            suite.expect(
+                "ExpectColumnPairValuesAToBeGreaterThanB", "metrics.entered_ge_reached",
+                column_A="entered", column_B="reached", or_equal=True, ignore_row_if="either_value_is_missing",
+            ),
+            lambda r: steps_listed(
+                r, "with reached > entered",
+                lambda row: f"reached {_num(row['reached'])} > entered {_num(row['entered'])}",
+            ),
         )
-        specs.append(
-            CheckSpec(
-                "metrics.conversion_in_range", f"{target}: conversion in [0, 1] ({mode})", "error",
-                _expect(
-                    "ExpectColumnValuesToBeBetween", "metrics.conversion_in_range",
-                    column="conversion", min_value=0, max_value=1,
-                ),
-                lambda r: steps_listed(r, "outside [0, 1]", lambda row: _num(row["conversion"])),
-            )
+        suite.check(
+            "metrics.conversion_in_range", f"{target}: conversion in [0, 1] ({mode})", "error",
+            suite.expect(
+                "ExpectColumnValuesToBeBetween", "metrics.conversion_in_range",
+                column="conversion", min_value=0, max_value=1,
+            ),
+            lambda r: steps_listed(r, "outside [0, 1]", lambda row: _num(row["conversion"])),
         )
     rows = list(frame.itertuples(index=False))
+    if len(rows) < 2:
+        return suite
+    # Per step after the first (the first step's row is validated too, but decides no check).
+    above_one = (
+        suite.expect("ExpectColumnValuesToBeBetween", "metrics.conversion_above_one", column="conversion", max_value=1)
+        if mode == "independent"
+        else None
+    )
+    small_sample = suite.expect(
+        "ExpectColumnValuesToBeBetween", "metrics.small_sample", column="entered", min_value=min_sample
+    )
     for prev, row in zip(rows, rows[1:], strict=False):
         key = row.step
-        if mode == "independent":
+        if above_one is not None:
 
-            def above_one(r: dict[str, Any], row: Any = row, prev: Any = prev) -> str:
+            def skips(r: dict[str, Any], row: Any = row, prev: Any = prev) -> str:
                 if _int(r.get("unexpected_count")):
                     return (
                         f"more {entity}s reached {row.name} ({_num(row.reached)}) than "
@@ -470,32 +519,14 @@ def metric_checks(cfg: FrameworkConfig, result: FunnelResult, frame: pd.DataFram
                     return f"conversion null (entered {_num(row.entered)})"
                 return f"conversion {_num(row.conversion)} <= 1"
 
-            specs.append(
-                CheckSpec(
-                    f"metrics.{key}.conversion_above_one", f"{key}.conversion", "warn",
-                    _expect(
-                        "ExpectColumnValuesToBeBetween", f"metrics.{key}.conversion_above_one",
-                        column="conversion", max_value=1, row_condition=_for_step(key),
-                    ),
-                    above_one,
-                )
-            )
+            suite.check(f"metrics.{key}.conversion_above_one", f"{key}.conversion", "warn", above_one, skips, step=key)
 
         def small(r: dict[str, Any], row: Any = row) -> str:
             sign = "<" if _int(r.get("unexpected_count")) else ">="
             return f"entered {_num(row.entered)} {sign} min_sample {min_sample:,}"
 
-        specs.append(
-            CheckSpec(
-                f"metrics.{key}.small_sample", f"{key}.entered", "warn",
-                _expect(
-                    "ExpectColumnValuesToBeBetween", f"metrics.{key}.small_sample",
-                    column="entered", min_value=min_sample, row_condition=_for_step(key),
-                ),
-                small,
-            )
-        )
-    return specs
+        suite.check(f"metrics.{key}.small_sample", f"{key}.entered", "warn", small_sample, small, step=key)
+    return suite
 
 
 # ------------------------------------------------------------------------ run
@@ -511,18 +542,20 @@ def run_quality_checks(
 ) -> list[QualityCheck]:
     """Validate the extracted frames (and the metrics, when given) with Great Expectations.
 
-    Returns one QualityCheck per expectation, in a stable order: entities,
+    Returns one QualityCheck per check, in a stable order: entities,
     milestones, steps (config order), metrics. Severity "error" blocks
     publication; "warn" is reported only (see DataQuality.from_checks).
     """
     end = _as_of_end(as_of)
+    suites = [
+        entity_suite(cfg, end, entities_frame(entities)),
+        milestone_suite(end, milestones_frame(milestones)),
+        step_suite(cfg, end, step_stats_frame(stats, cfg)),
+    ]
+    if result is not None:
+        suites.append(metric_suite(cfg, result, metrics_frame(result)))
     batch_definition = _new_batch_definition()
     checks: list[QualityCheck] = []
-    checks += _validate(batch_definition, entities_frame(entities), "entities", entity_checks(cfg, end))
-    checks += _validate(batch_definition, milestones_frame(milestones), "milestones", milestone_checks(end))
-    steps = step_stats_frame(stats, cfg)
-    checks += _validate(batch_definition, steps, "steps", step_checks(cfg, end, steps))
-    if result is not None:
-        metrics = metrics_frame(result)
-        checks += _validate(batch_definition, metrics, "metrics", metric_checks(cfg, result, metrics))
+    for suite in suites:
+        checks += _validate(batch_definition, suite)
     return checks

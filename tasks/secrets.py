@@ -60,3 +60,19 @@ def resolve_slack_token() -> str | None:
     except Exception:  # noqa: BLE001 - no block simply means no Slack credentials
         log.debug("no Secret block %s", SLACK_TOKEN_BLOCK)
         return None
+
+
+STORE_URL_ENV = "GROWTH_STORE_URL"
+STORE_URL_BLOCK = "growth-store-url"
+DEFAULT_STORE_URL = "sqlite:///data/growth.db"
+
+
+def resolve_store_url() -> str:
+    """GROWTH_STORE_URL, else the Prefect Secret block ``growth-store-url``, else the local SQLite file."""
+    url = os.environ.get(STORE_URL_ENV)
+    if url:
+        return url
+    try:
+        return _load_secret_block(STORE_URL_BLOCK)
+    except Exception:  # noqa: BLE001 - no block: the local default
+        return DEFAULT_STORE_URL

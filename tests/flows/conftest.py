@@ -1,7 +1,9 @@
-"""One Prefect test harness (temporary server and database) per test session."""
+"""One Prefect test harness (temporary server and database) per test session,
+and a metric store per session unless a test chooses its own."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -13,3 +15,15 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'growth.db'}"
+    previous = os.environ.get("GROWTH_STORE_URL")
+    os.environ["GROWTH_STORE_URL"] = url
+    yield url
+    if previous is None:
+        os.environ.pop("GROWTH_STORE_URL", None)
+    else:
+        os.environ["GROWTH_STORE_URL"] = previous

@@ -130,6 +130,8 @@ def test_other_schema_two_databases_via_join(team_sources: dict[str, str]) -> No
     # jobs matching the where list before as_of_end: 10, 11, 12, 14 -> 4; job 14's team is unknown
     assert (job.records, job.orphan_records, job.null_timestamps) == (4, 1, 0)
     assert team.newest == pd.Timestamp("2026-02-12 10:00:01", tz="UTC")
+    # freshness sees every record the source holds: job 15 (at as_of_end, not a milestone) is the newest
+    assert job.newest == pd.Timestamp("2026-04-01 00:00:00", tz="UTC")
 
 
 def test_window_boundary_to_the_second_and_untracked_denominator(team_sources: dict[str, str]) -> None:

@@ -1,0 +1,33 @@
+"""Fault injection for tests (a test hook; does nothing unless asked to).
+
+``fault_point(name)`` marks a place in the code where a test may want the
+process to stall, e.g. to kill it in the middle of a database write. When the
+environment variable ``GROWTH_FAULT`` equals ``name``, it logs one warning
+(``fault point <name>: sleeping <s> s``, logger ``growth.faults``, so a test
+can tell the process has arrived) and sleeps ``GROWTH_FAULT_SLEEP`` seconds
+(default 0). Otherwise it returns at once.
+
+Fault points: ``store.write`` (in `tasks.store.MetricStore.commit_results`,
+inside the transaction, after the old rows of the as_of are deleted and before
+the new ones are inserted).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+log = logging.getLogger("growth.faults")
+
+
+def fault_point(name: str) -> None:
+    if os.environ.get("GROWTH_FAULT") != name:
+        return
+    try:
+        seconds = float(os.environ.get("GROWTH_FAULT_SLEEP") or 0)
+    except ValueError:
+        seconds = 0.0
+    log.warning("fault point %s: sleeping %s s (GROWTH_FAULT test hook)", name, seconds)
+    if seconds > 0:
+        time.sleep(seconds)
