@@ -70,13 +70,14 @@ def growth_backfill(
                 outcome["skipped"].append(as_of.isoformat())
             else:
                 run = store.begin_run(inputs.cfg.name, inputs.framework_hash, as_of, None)
-                report = compute_day(inputs, store, as_of)
+                day = compute_day(inputs, store, as_of)
+                report = day.report
                 if report.data_quality.status == "failed":
                     store.finish_run(run, "failed_quality", "failed", "skipped")
                     outcome["failed_quality"].append(as_of.isoformat())
                     logger.warning("%s", "; ".join(gate_error(report).problems))
                 else:
-                    store_task(store, run, report)
+                    store_task(store, run, day)
                     store.finish_run(run, "succeeded", report.data_quality.status, "skipped")
                     outcome["stored"].append(as_of.isoformat())
             update_progress_artifact(artifact_id=progress, progress=100.0 * (i + 1) / days)

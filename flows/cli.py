@@ -145,7 +145,7 @@ def _preflight(cfg: FrameworkConfig) -> None:
 
 def _run_flow(
     framework: Path, as_of: date | None, dry_run: bool, report_json: str | None,
-    channel: str | None, top_n: int | None, blocks_json: str | None,
+    channel: str | None, top_n: int | None, blocks_json: str | None, full_refresh: bool = False,
 ) -> int:
     _quiet_runtime()
     from flows.daily import growth_digest
@@ -158,7 +158,7 @@ def _run_flow(
     try:
         report = growth_digest(
             as_of=as_of, framework_path=str(framework), dry_run=dry_run, channel=channel,
-            top_n=top_n, report_json=report_json,
+            top_n=top_n, report_json=report_json, full_refresh=full_refresh,
         )
     except (QualityGateError, DeliveryError) as exc:
         report, code = exc.report, exc.exit_code
@@ -190,7 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _preflight(cfg)
     return _run_flow(
         Path(args.framework), args.as_of, args.dry_run, args.report_json, args.channel, args.top_n,
-        args.blocks_json,
+        args.blocks_json, args.full_refresh,
     )
 
 
@@ -306,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocks-json", metavar="FILE", help="with --dry-run: write the Slack Block Kit JSON to FILE")
     p.add_argument("--channel", help="Slack channel (default: the framework file's report.channel)")
     p.add_argument("--top-n", type=_positive, help="lowest-converting steps to show (default: report.top_n)")
+    p.add_argument("--full-refresh", action="store_true",
+                   help="read every source record again instead of only those since the last run")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("backfill", help="compute and store past days, oldest first, posting nothing")

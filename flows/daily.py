@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -15,10 +16,16 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from framework.config import FrameworkConfig, load_config
-from framework.digest import fallback_text, render_blocks, render_text
+from framework.digest import (
+    fallback_text,
+    render_blocks,
+    render_quality_alert_blocks,
+    render_quality_alert_text,
+    render_text,
+)
 from framework.engine import as_of_end, compute
 from framework.errors import DeliveryError, QualityGateError, SourceError
-from framework.milestones import assemble
+from framework.milestones import assemble, merge_milestones, step_definition
 from framework.report import DataQuality, Delivery, FunnelResult, Report
 from framework.trend import RUNS_AGO_NEEDED, attach_trends
 from tasks import extract, publish, secrets
@@ -72,10 +79,14 @@ def check_schema_task(cfg: FrameworkConfig, sources: extract.Sources) -> None:
 
 
 @task(name="extract", timeout_seconds=3600, **_io)
-def extract_task(cfg: FrameworkConfig, sources: extract.Sources, end: datetime):
-    entities, aggregates = extract.extract_all(cfg, sources, end)
+def extract_task(cfg: FrameworkConfig, sources: extract.Sources, end: datetime, since: dict[str, datetime]):
+    entities, aggregates = extract.extract_all(cfg, sources, end, since)
+    records = {k: int(a["records"].sum()) for k, a in aggregates.items()}
     get_run_logger().info(
-        "rows read: %s", ", ".join(f"{k}={v}" for k, v in sorted(sources.rows_read.items()))
+        "%s read; rows fetched: %s; source records aggregated: %s",
+        "incremental" if since else "full",
+        ", ".join(f"{k}={v}" for k, v in sorted(sources.rows_read.items())),
+        ", ".join(f"{k}={v}" for k, v in sorted(records.items())),
     )
     return entities, aggregates
 
@@ -93,21 +104,32 @@ def validate_task(cfg: FrameworkConfig, entities, milestones, stats, result: Fun
 
 
 @task(name="store-results", **_io)
-def store_task(store: MetricStore, run: RunHandle, report: Report) -> int:
-    return store.commit_results(run, report.to_dict())
+def store_task(store: MetricStore, run: RunHandle, day: Day) -> int:
+    """Results, milestones and watermarks in one transaction: the watermark moves only with them."""
+    return store.commit_results(
+        run, day.report.to_dict(), watermarks=day.watermarks, milestones=day.milestones,
+        reset_steps=day.reset_steps,
+    )
 
 
 @task(name="publish-slack", cache_policy=NO_CACHE)
-def publish_task(store: MetricStore, token: str, report: Report, ui_url: str | None) -> Delivery:
-    """Post once per (framework, as_of, channel); a re-run updates that message.
-    The Slack client retries 429/5xx/connection errors itself, bounded."""
-    r = report.result
-    as_of = date.fromisoformat(r.as_of)
+def publish_task(
+    store: MetricStore, token: str, report: Report, ui_url: str | None, chart: Path | None = None
+) -> Delivery:
+    """Post once per (framework, as_of, channel); a re-run updates that message. When the
+    quality gate failed, the message is the data-quality alert instead of the digest (a
+    later passing run turns it into the digest). The funnel chart goes into the thread of
+    the first post. The Slack client retries 429/5xx/connection errors itself, bounded."""
+    as_of = date.fromisoformat(report.result.as_of)
     channel = report.delivery.channel
     previous = store.get_delivery(report.framework, as_of, channel)
+    if report.data_quality.status == "failed":
+        text, blocks = render_quality_alert_text(report, ui_url), render_quality_alert_blocks(report, ui_url)
+    else:
+        text, blocks = fallback_text(report), render_blocks(report, ui_url)
     try:
         delivery, channel_id = publish.deliver(
-            token, channel, fallback_text(report), render_blocks(report, ui_url),
+            token, channel, text, blocks,
             previous_channel_id=previous.channel_id if previous else None,
             previous_ts=previous.ts if previous else None,
         )
@@ -116,6 +138,10 @@ def publish_task(store: MetricStore, token: str, report: Report, ui_url: str | N
             store.record_delivery(report.framework, as_of, channel, None, None, "failed")
         raise
     store.record_delivery(report.framework, as_of, channel, channel_id, delivery.ts, delivery.status)
+    if chart is not None and delivery.status == "posted" and delivery.ts and report.data_quality.status != "failed":
+        publish.upload_chart(token, channel_id or channel, delivery.ts, chart, f"{report.framework} funnel {as_of}")
+    if report.data_quality.status == "failed":
+        return replace(delivery, status="skipped")  # the digest itself was not published
     return delivery
 
 
@@ -139,21 +165,57 @@ def prepare(framework_path: str, channel: str | None = None, top_n: int | None =
     return DayInputs(cfg, digest, secrets.resolve_source_urls(cfg))
 
 
-def compute_day(inputs: DayInputs, store: MetricStore, as_of: date) -> Report:
-    """Extract, compute, validate and attach the stored trend: the report, not yet stored or sent."""
+@dataclass(frozen=True)
+class Day:
+    """One computed day: the report, and what the store must keep for the next incremental run."""
+
+    report: Report
+    milestones: pd.DataFrame  # new or earlier milestones, steps keyed by their definition (step#hash)
+    watermarks: dict[str, datetime]
+    reset_steps: list[str]  # steps read in full: their stored milestones are replaced
+
+
+def _read_plan(cfg: FrameworkConfig, store: MetricStore, full_refresh: bool) -> tuple[dict[str, str], dict[str, datetime], dict[str, datetime]]:
+    """Per step: its stored identity, its watermark and where an incremental read starts."""
+    ids = {s.key: step_definition(cfg, s.key) for s in cfg.tracked_steps[1:]}
+    marks = {} if full_refresh else store.get_watermarks(cfg.name)
+    late = timedelta(days=cfg.quality.late_arrival_days)
+    watermark = {k: marks[i] for k, i in ids.items() if i in marks}
+    return ids, watermark, {k: w - late for k, w in watermark.items()}
+
+
+def compute_day(inputs: DayInputs, store: MetricStore, as_of: date, full_refresh: bool = False) -> Day:
+    """Extract (incrementally where the store has milestones), compute, validate and attach
+    the stored trend: the day's report and what to store, not yet stored or sent."""
     cfg = inputs.cfg
+    end = as_of_end(as_of)
+    ids, watermark, since = _read_plan(cfg, store, full_refresh)
     sources = extract.open_sources(inputs.urls)
     try:
         check_schema_task(cfg, sources)
-        entities, aggregates = extract_task(cfg, sources, as_of_end(as_of))
+        entities, aggregates = extract_task(cfg, sources, end, since)
     finally:
         sources.dispose()
-    milestones, stats = assemble(cfg, entities, aggregates)
+    fresh, stats = assemble(cfg, entities, aggregates)
+    stored = store.load_milestones(cfg.name) if since else fresh.iloc[:0]
+    keys = {ids[k]: k for k in since}
+    stored = stored[stored["step"].isin(list(keys))].assign(step=lambda f: f["step"].map(keys))
+    milestones, changed = merge_milestones(stored, fresh)
+    milestones = milestones[milestones["reached_at"] < pd.Timestamp(end)]  # stored times of later runs
     result = compute_task(cfg, entities, milestones, as_of)
     quality = validate_task(cfg, entities, milestones, stats, result, as_of)
     result = attach_trends(result, store.trend(cfg.name, as_of - timedelta(days=1), RUNS_AGO_NEEDED))
     status = "skipped" if quality.status == "failed" else "dry_run"
-    return Report(cfg.name, result, quality, Delivery(cfg.report.channel, status))
+    report = Report(cfg.name, result, quality, Delivery(cfg.report.channel, status))
+
+    marks: dict[str, datetime] = {}
+    for key, agg in aggregates.items():
+        newest = pd.to_datetime(agg["last_at"], utc=True, format="mixed").max() if len(agg) else pd.NaT
+        candidates = [t for t in (watermark.get(key), None if pd.isna(newest) else newest.to_pydatetime()) if t]
+        if candidates:
+            marks[ids[key]] = max(candidates)
+    reset = [ids[k] for k in ids if k not in since]
+    return Day(report, changed.assign(step=changed["step"].map(ids)), marks, reset)
 
 
 def gate_error(report: Report) -> QualityGateError:
@@ -166,9 +228,12 @@ def _flow_run_name() -> str:
     return f"growth-digest-{as_of}"
 
 
-def artifacts(report: Report, text: str) -> None:
+def artifacts(report: Report, text: str, chart: Path | None = None) -> None:
     key = "growth-" + "".join(c if c.isalnum() else "-" for c in report.framework.lower()).strip("-")
-    create_markdown_artifact(markdown=f"```\n{text}\n```", key=f"{key}-digest", description="The digest")
+    chart_line = f"\n\nFunnel chart: `{chart}`" if chart else ""
+    create_markdown_artifact(
+        markdown=f"```\n{text}\n```{chart_line}", key=f"{key}-digest", description="The digest"
+    )
     rows = [
         {k: ("" if v is None else v) for k, v in s.items() if k != "trend"}
         for s in report.to_dict()["steps"]
@@ -184,6 +249,7 @@ def growth_digest(
     channel: str | None = None,
     top_n: Annotated[int, Field(ge=1, le=50)] | None = None,
     report_json: str | None = None,
+    full_refresh: bool = False,
 ) -> Report:
     """Compute the growth funnel for one day, store it, and post the lowest-converting steps.
 
@@ -194,6 +260,7 @@ def growth_digest(
         channel: Slack channel (name or ID); empty means the framework file's report.channel.
         top_n: How many lowest-converting steps the digest shows; empty means the framework file's.
         report_json: Also write the JSON report to this path.
+        full_refresh: Read every source record again instead of only those since the last run.
     """
     logger = get_run_logger()
     as_of = as_of or yesterday()
@@ -205,19 +272,27 @@ def growth_digest(
     store = open_store_task(secrets.resolve_store_url())
     run = store.begin_run(inputs.cfg.name, inputs.framework_hash, as_of, _flow_run_id())
     try:
-        report = compute_day(inputs, store, as_of)
+        day = compute_day(inputs, store, as_of, full_refresh)
+        report = day.report
+        chart = _chart_path(report_json, token is not None)
         if report.data_quality.status == "failed":
             store.finish_run(run, "failed_quality", report.data_quality.status, "skipped")
-            _finish(report, report_json)
+            if token is not None:  # a short alert to the channel instead of the digest
+                try:
+                    publish_task(store, token, report, flow_run.ui_url)
+                except DeliveryError as exc:
+                    logger.error("the data-quality alert could not be delivered: %s", exc)
+            _finish(report, report_json, chart)
             raise gate_error(report)
-        store_task(store, run, report)  # metrics are stored before anything is published
+        store_task(store, run, day)  # metrics are stored before anything is published
+        chart = _render_chart(report, chart)
         if token is not None:
             try:
-                report = replace(report, delivery=publish_task(store, token, report, flow_run.ui_url))
+                report = replace(report, delivery=publish_task(store, token, report, flow_run.ui_url, chart))
             except DeliveryError as exc:
                 report = replace(report, delivery=replace(report.delivery, status="failed"))
                 store.finish_run(run, "failed", report.data_quality.status, "failed", str(exc))
-                _finish(report, report_json)
+                _finish(report, report_json, chart)
                 raise DeliveryError(exc.problems, report, exc.reason) from None
         store.finish_run(run, "succeeded", report.data_quality.status, report.delivery.status)
     except (QualityGateError, DeliveryError):
@@ -230,7 +305,7 @@ def growth_digest(
         raise
     finally:
         store.close()
-    _finish(report, report_json)
+    _finish(report, report_json, chart)
     logger.info(
         "as_of %s: lowest converting %s; quality %s; delivery %s",
         as_of, ", ".join(report.result.lowest_converting) or "(none)", report.data_quality.status,
@@ -244,7 +319,31 @@ def _flow_run_id() -> str | None:
     return str(run_id) if run_id else None
 
 
-def _finish(report: Report, report_json: str | None) -> None:
+def _chart_path(report_json: str | None, posting: bool) -> Path | None:
+    """The funnel chart lives next to the report; without a report file, a temporary
+    file when it is to be posted; else no chart."""
+    if report_json:
+        return Path(report_json).with_name("funnel.png")
+    if posting:
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix="growth-")) / "funnel.png"
+    return None
+
+
+def _render_chart(report: Report, path: Path | None) -> Path | None:
+    from tasks.chart import render_funnel_chart
+
+    if path is None:
+        return None
+    try:
+        return render_funnel_chart(report, path)
+    except Exception as exc:  # noqa: BLE001 - a chart is never worth failing the digest
+        get_run_logger().warning("the funnel chart could not be drawn: %s", exc)
+        return None
+
+
+def _finish(report: Report, report_json: str | None, chart: Path | None = None) -> None:
     if report_json:
         publish.write_report(report.to_json(), report_json)
-    artifacts(report, render_text(report, flow_run.ui_url))
+    artifacts(report, render_text(report, flow_run.ui_url), chart if chart and chart.exists() else None)

@@ -88,3 +88,46 @@ def assemble(
     )
     stats["newest"] = pd.to_datetime(stats["newest"], utc=True)
     return milestones, stats
+
+
+# ---- incremental extraction ---------------------------------------------------------
+
+
+def step_definition(cfg: FrameworkConfig, key: str) -> str:
+    """A short hash of everything that decides a step's milestones (its source, table, columns,
+    join and filters, and the entity's id). Stored milestones and watermarks are keyed by
+    ``<step>#<hash>``: a changed definition starts from scratch instead of merging stale times."""
+    import hashlib
+    import json
+
+    step = cfg.step(key)
+    basis = {
+        "entity": [cfg.entity.source, cfg.entity.table, cfg.entity.id],
+        "step": step.model_dump(include={"source", "table", "entity_id", "timestamp", "via", "where"}),
+    }
+    digest = hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{key}#{digest}"
+
+
+def ids_as_text(values: pd.Series) -> pd.Series:
+    """Entity ids as the store keeps them: text, integral numbers without a decimal part."""
+    return normalize_ids(values).astype("string").astype(object)
+
+
+def merge_milestones(stored: pd.DataFrame, fresh: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Merge stored milestones with freshly read ones: the earlier time wins.
+
+    Both frames: ``step``, ``entity_id``, ``reached_at`` (UTC). Returns ``(merged, changed)``:
+    ``merged`` one row per (step, entity) for the engine; ``changed`` the rows that are new or
+    earlier than stored, which is all the store needs to write. Ids are compared as text.
+    """
+    cols = ["step", "entity_id", "reached_at"]
+    s = stored[cols].assign(entity_id=ids_as_text(stored["entity_id"]), _new=False)
+    f = fresh[cols].assign(entity_id=ids_as_text(fresh["entity_id"]), _new=True)
+    both = pd.concat([s, f], ignore_index=True)
+    both["reached_at"] = pd.to_datetime(both["reached_at"], utc=True).astype("datetime64[us, UTC]")
+    # earliest first; on a tie the stored row wins (nothing to write)
+    both = both.sort_values(["step", "entity_id", "reached_at", "_new"], kind="stable")
+    merged = both.drop_duplicates(["step", "entity_id"], keep="first")
+    changed = merged[merged["_new"]]
+    return merged[cols].reset_index(drop=True), changed[cols].reset_index(drop=True)

@@ -28,3 +28,23 @@ def two_proportion_p_value(x1: int, n1: int, x2: int, n2: int) -> float | None:
 def ratio(numerator: int, denominator: int) -> float | None:
     """numerator / denominator, None when the denominator is 0."""
     return None if denominator == 0 else numerator / denominator
+
+
+Z_99_ONE_SIDED = 2.326347874  # the one-sided 99% normal quantile
+
+
+def wilson_lower_bound(successes: int, n: int, z: float = Z_99_ONE_SIDED) -> float:
+    """Lower end of the Wilson score interval for successes/n (0.0 when n = 0).
+
+    Used to gate ratios measured on samples (e.g. orphan records among the records an
+    incremental run read): the gate fails only when the data shows, at this confidence,
+    that the true ratio is above its limit, so a quiet day's handful of records cannot trip
+    it by chance while a large sample converges to the plain ratio.
+    """
+    if n <= 0 or successes <= 0:
+        return 0.0
+    p = successes / n
+    z2 = z * z
+    center = p + z2 / (2 * n)
+    margin = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, (center - margin) / (1 + z2 / n))

@@ -207,6 +207,8 @@ milestones = sa.Table(
     *_key("framework", "step", "entity_id"),
     sa.Column("reached_at", UTCDateTime, nullable=False),
 )
+milestones_table = milestones  # the name "milestones" is shadowed by parameters below
+
 watermarks = sa.Table(
     "gf_watermarks", metadata,
     *_key("framework", "step"),
@@ -552,12 +554,13 @@ class MetricStore:
 
     def commit_results(
         self, run: RunHandle, report: dict, watermarks: dict[str, datetime] | None = None,
-        milestones: pd.DataFrame | None = None,
+        milestones: pd.DataFrame | None = None, reset_steps: list[str] | None = None,
     ) -> int:
         """Store ``report`` as the results of (run.framework, run.as_of), in one transaction.
 
         Replaces every metric row of that as_of, writes the snapshot (version + 1,
-        report_json) and, when given, watermarks and milestones. Returns the new
+        report_json) and, when given, watermarks and milestones (``reset_steps``: the
+        stored milestones of these steps are deleted first, for a full refresh). Returns the new
         version. Raises `ConcurrentRunError` (and marks this run ``superseded``)
         when another run committed the same as_of since `begin_run`.
         """
@@ -580,6 +583,9 @@ class MetricStore:
                     _insert_many(conn, table, rows[table.name])
                 if watermarks:
                     self._set_watermarks(conn, run.framework, watermarks)
+                if reset_steps:
+                    conn.execute(milestones_table.delete().where(
+                        milestones_table.c.framework == run.framework, milestones_table.c.step.in_(reset_steps)))
                 if milestones is not None and len(milestones):
                     self._upsert_milestones(conn, run.framework, milestones)
                 if previous_run is not None and previous_run != run.run_id:

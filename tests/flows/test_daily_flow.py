@@ -148,6 +148,13 @@ def test_digest_is_posted_to_slack(demo_urls, monkeypatch, slack, tmp_path) -> N
     assert call.body["channel"] == "#growth"
     assert call.body["blocks"][0]["type"] == "header" and "2026-11-30" in call.body["blocks"][0]["text"]["text"]
     assert json.loads((tmp_path / "r.json").read_text())["delivery"]["ts"] == report.delivery.ts
+    # the funnel chart, written next to the report, went into the digest's thread
+    chart = (tmp_path / "funnel.png").read_bytes()
+    assert chart.startswith(b"\x89PNG")
+    (upload,) = slack.calls_to("upload")
+    assert upload.raw == chart
+    (complete,) = slack.calls_to("files.completeUploadExternal")
+    assert complete.body["channel_id"] == "C0GROWTH" and complete.body["thread_ts"] == report.delivery.ts
 
 
 def test_failed_delivery_keeps_the_report_and_raises(demo_urls, monkeypatch, slack, tmp_path) -> None:

@@ -35,3 +35,24 @@ def test_stale_sources_block_publication(
     assert any("freshness" in line for line in err.value.problems)
     assert err.value.report.result.as_of == AS_OF.isoformat() == report["as_of"]
     assert isinstance(AS_OF, date)
+
+
+def test_blocked_digest_sends_a_quality_alert_instead(
+    tmp_path: Path, team_sources: dict[str, str], monkeypatch: pytest.MonkeyPatch, slack  # noqa: F811
+) -> None:
+    from tests.support.slack_standin import VALID_TOKEN
+
+    for name, url in team_sources.items():
+        monkeypatch.setenv(name, url)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", VALID_TOKEN)
+    monkeypatch.setenv("SLACK_API_URL", slack.url)
+    framework = tmp_path / "team.yaml"
+    framework.write_text(FRAMEWORK, encoding="utf-8")
+    with pytest.raises(QualityGateError):
+        growth_digest(as_of=AS_OF, framework_path=str(framework), channel="#growth")
+    with pytest.raises(QualityGateError):  # a re-run updates the alert, it does not post another
+        growth_digest(as_of=AS_OF, framework_path=str(framework), channel="#growth")
+    (alert,) = slack.calls_to("chat.postMessage")
+    assert "steps.team.freshness" in json.dumps(alert.body["blocks"])
+    assert len(slack.calls_to("chat.update")) == 1
+    assert not slack.calls_to("files.completeUploadExternal")  # no chart for a blocked digest

@@ -177,6 +177,10 @@ def only_failure(checks: list[QualityCheck], name: str, severity: str, status: s
 # ---------------------------------------------------------------- clean run
 
 
+# Orphan ratios are gated on their Wilson 99% lower bound (framework.stats.wilson_lower_bound):
+# 1 of 50 -> 0.28%, 5 of 25 -> 7.64%, 40 of 400 -> 7.03% (see tests/unit/test_stats.py for the formula).
+
+
 def test_clean_frames_pass_every_check(clean_checks):
     assert failing(clean_checks) == {}
     assert DataQuality.from_checks(clean_checks).status == "passed"
@@ -207,7 +211,7 @@ def test_clean_observed_texts_and_targets(clean_checks):
     assert by["entities.id_not_null"].observed == "0 of 40 null"
     assert by["entities.id_not_null"].target == "accounts.id"
     assert by["entities.created_at_not_null"].target == "accounts.created_at"
-    assert by["steps.workspace_created.orphan_ratio"].observed == "1 of 50 records orphan (2%), max 5%"
+    assert by["steps.workspace_created.orphan_ratio"].observed == "1 of 50 records orphan (2%; 99% lower bound 0.28%), max 5%"
     assert by["steps.workspace_created.orphan_ratio"].target == "workspaces.account_id"
     assert by["steps.first_flow_run.orphan_ratio"].target == "flow_runs.workspace_id -> workspaces.account_id"
     assert by["steps.workspace_created.freshness"].observed == (
@@ -275,6 +279,33 @@ def test_stale_source_fails_freshness(entities, milestones, stats, result, cfg):
     assert check.target == "subscriptions.started_at"
 
 
+def test_newest_after_as_of_end_is_fresh(entities, milestones, stats, result, cfg):
+    # stats.newest is the newest record the source holds, later ones included: they prove it is loaded.
+    loaded = stats.copy()
+    loaded.loc[loaded["step"] == "paid", "newest"] = pd.Timestamp("2026-12-01T03:00:00Z")
+    checks = run_quality_checks(entities, milestones, loaded, result, cfg, AS_OF)
+    assert failing(checks) == {}
+    by = {c.name: c for c in checks}
+    assert by["steps.paid.freshness"].observed == "newest 2026-12-01T03:00Z, after as_of_end (limit 36 h)"
+
+
+def test_each_step_fails_only_its_own_checks(entities, milestones, stats, result, cfg):
+    bad = stats.copy()
+    bad.loc[bad["step"] == "workspace_created", "newest"] = pd.Timestamp("2026-11-20T00:00:00Z")
+    bad.loc[bad["step"] == "invited_teammate", "orphan_records"] = 5
+    bad.loc[bad["step"] == "paid", "newest"] = pd.NaT
+    checks = run_quality_checks(entities, milestones, bad, result, cfg, AS_OF)
+    failed = failing(checks)
+    assert set(failed) == {
+        "steps.workspace_created.freshness", "steps.invited_teammate.orphan_ratio", "steps.paid.freshness",
+    }
+    assert failed["steps.workspace_created.freshness"].observed == (
+        "newest 2026-11-20T00:00Z, 264.0 h before as_of_end (limit 36 h)"
+    )
+    assert failed["steps.invited_teammate.orphan_ratio"].observed == "5 of 25 records orphan (20%; 99% lower bound 7.64%), max 5%"
+    assert failed["steps.paid.freshness"].observed == "no records before as_of_end 2026-12-01T00:00Z (limit 36 h)"
+
+
 def test_step_without_records_fails_freshness(entities, milestones, stats, result, cfg):
     missing = stats[stats["step"] != "invited_teammate"]  # no row at all for the step
     check = only_failure(
@@ -291,7 +322,16 @@ def test_orphans_above_ratio_fail_orphan_ratio(entities, milestones, stats, resu
         run_quality_checks(entities, milestones, orphans, result, cfg, AS_OF),
         "steps.first_flow_run.orphan_ratio", "error", "failed",
     )
-    assert check.observed == "40 of 400 records orphan (10%), max 5%"
+    assert check.observed == "40 of 400 records orphan (10%; 99% lower bound 7.03%), max 5%"
+
+
+def test_a_small_sample_just_over_the_limit_is_not_proof(entities, milestones, stats, result, cfg):
+    # max 5% here; 3 of 50 is 6% but its Wilson 99% lower bound is ~1.6%: not shown to exceed 5%
+    few = stats.copy()
+    few.loc[few["step"] == "first_flow_run", ["records", "orphan_records"]] = [50, 3]
+    checks = {c.name: c for c in run_quality_checks(entities, milestones, few, result, cfg, AS_OF)}
+    check = checks["steps.first_flow_run.orphan_ratio"]
+    assert check.success and check.observed.startswith("3 of 50 records orphan (6%; 99% lower bound 1.")
 
 
 def test_milestone_after_as_of_end_fails(entities, milestones, stats, result, cfg):

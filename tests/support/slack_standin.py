@@ -1,8 +1,30 @@
 """A local stand-in for the Slack Web API, for tests that drive the real slack_sdk WebClient.
 
 It answers the methods the project uses, checks the bot token, knows a few
-channels, records every request, and can be told to fail the next calls
-(HTTP 429 with Retry-After, HTTP 5xx) to exercise the client's retries.
+channels, records every request in ``calls`` (tests assert on what it received),
+and can be told to fail the next calls (HTTP 429 with Retry-After, HTTP 5xx),
+optionally only those to one method, to exercise the client's retries.
+
+What it checks, as Slack does:
+
+* every Web API method needs the bot token (``Authorization: Bearer``);
+* ``chat.postMessage`` / ``chat.update``: a known channel (name or ID); at most 50
+  blocks, section text at most 3,000 characters, header text at most 150, section
+  fields at most 2,000 each and 10 in all, context elements at most 10: else
+  ``invalid_blocks`` with the reasons in ``response_metadata.messages``; ``text`` at
+  most 40,000 characters (``msg_too_long``);
+* ``conversations.list``: one channel per page with ``response_metadata.next_cursor``
+  (pagination is exercised), ``types`` and ``exclude_archived`` honoured;
+* ``files.getUploadURLExternal``: ``filename`` and ``length``; answers an ``upload_url``
+  on this server (``/upload/<file_id>``, no token needed, like Slack's pre-signed URL);
+* the upload POST: the raw bytes are recorded (``Call.raw``), answered ``OK - <n>``;
+* ``files.completeUploadExternal``: ``channel_id`` must be a channel *ID* the workspace
+  has (a name is ``channel_not_found``), every file must have been uploaded with the
+  announced length, ``thread_ts`` must be a message in that channel.
+
+The SDK sends every Web API call as a POST, whatever the method's documented verb:
+form-encoded (``conversations.list``, the ``files.*`` methods) or JSON
+(``chat.postMessage``, ``chat.update``).
 """
 
 from __future__ import annotations
@@ -13,28 +35,122 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 VALID_TOKEN = "xoxb-test-token"
-CHANNELS = {"#growth": "C0GROWTH", "growth": "C0GROWTH", "C0GROWTH": "C0GROWTH", "#alerts": "C0ALERTS"}
+CHANNELS = {
+    "#growth": "C0GROWTH",
+    "growth": "C0GROWTH",
+    "C0GROWTH": "C0GROWTH",
+    "#alerts": "C0ALERTS",
+    "alerts": "C0ALERTS",
+    "C0ALERTS": "C0ALERTS",
+    "#growth-private": "G0PRIVATE",
+    "growth-private": "G0PRIVATE",
+    "G0PRIVATE": "G0PRIVATE",
+}
+"""What chat.postMessage accepts as ``channel`` (Slack takes names and IDs there)."""
+
+CONVERSATIONS: list[dict[str, Any]] = [
+    {"id": "C0ALERTS", "name": "alerts", "is_private": False, "is_archived": False},
+    {"id": "C0OLDGROWTH", "name": "old-growth", "is_private": False, "is_archived": True},
+    {"id": "G0PRIVATE", "name": "growth-private", "is_private": True, "is_archived": False},
+    {"id": "C0GROWTH", "name": "growth", "is_private": False, "is_archived": False},
+]
+"""What conversations.list pages through, one per page; #growth comes last."""
+
+CHANNEL_IDS = {c["id"] for c in CONVERSATIONS if not c["is_archived"]}
+
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_HEADER_TEXT = 150
+MAX_FIELD_TEXT = 2000
+MAX_FIELDS = 10
+MAX_CONTEXT_ELEMENTS = 10
+MAX_MESSAGE_TEXT = 40000
 
 
 @dataclass
 class Call:
+    """One request as the server received it. ``body`` holds the parsed parameters (for the
+    upload POST: ``file_id`` and ``length``); ``raw`` the request's bytes."""
+
     method: str
     token: str | None
     body: dict[str, Any]
+    raw: bytes = b""
+    path: str = ""
+
+
+def block_errors(blocks: Any) -> list[str]:
+    """Why Slack would answer ``invalid_blocks`` to these blocks (empty when it would not)."""
+    if isinstance(blocks, str):
+        try:
+            blocks = json.loads(blocks)
+        except ValueError:
+            return ["[ERROR] blocks is not valid JSON"]
+    if not isinstance(blocks, list):
+        return ["[ERROR] blocks must be an array"]
+    errors: list[str] = []
+    if len(blocks) > MAX_BLOCKS:
+        errors.append(f"[ERROR] no more than {MAX_BLOCKS} items allowed [json-pointer:/blocks]")
+    for i, block in enumerate(blocks):
+        where = f"/blocks/{i}"
+        if not isinstance(block, dict) or "type" not in block:
+            errors.append(f"[ERROR] missing required field: type [json-pointer:{where}]")
+            continue
+        kind = block["type"]
+        text = (block.get("text") or {}).get("text", "") if isinstance(block.get("text"), dict) else ""
+        if kind == "section":
+            if len(text) > MAX_SECTION_TEXT:
+                errors.append(
+                    f"[ERROR] must be less than {MAX_SECTION_TEXT + 1} characters "
+                    f"[json-pointer:{where}/text/text]"
+                )
+            fields = block.get("fields") or []
+            if len(fields) > MAX_FIELDS:
+                errors.append(f"[ERROR] no more than {MAX_FIELDS} items allowed [json-pointer:{where}/fields]")
+            for j, f in enumerate(fields):
+                if len(str(f.get("text", ""))) > MAX_FIELD_TEXT:
+                    errors.append(
+                        f"[ERROR] must be less than {MAX_FIELD_TEXT + 1} characters "
+                        f"[json-pointer:{where}/fields/{j}/text]"
+                    )
+            if not text and not fields:
+                errors.append(f"[ERROR] must provide text or fields [json-pointer:{where}]")
+        elif kind == "header":
+            if len(text) > MAX_HEADER_TEXT:
+                errors.append(
+                    f"[ERROR] must be less than {MAX_HEADER_TEXT + 1} characters "
+                    f"[json-pointer:{where}/text/text]"
+                )
+        elif kind == "context":
+            elements = block.get("elements") or []
+            if len(elements) > MAX_CONTEXT_ELEMENTS:
+                errors.append(
+                    f"[ERROR] no more than {MAX_CONTEXT_ELEMENTS} items allowed "
+                    f"[json-pointer:{where}/elements]"
+                )
+            for j, element in enumerate(elements):
+                if len(str(element.get("text", ""))) > MAX_SECTION_TEXT:
+                    errors.append(
+                        f"[ERROR] must be less than {MAX_SECTION_TEXT + 1} characters "
+                        f"[json-pointer:{where}/elements/{j}/text]"
+                    )
+    return errors
 
 
 @dataclass
 class SlackStandIn:
     host: str = "127.0.0.1"
     calls: list[Call] = field(default_factory=list)
-    failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    failures: list[tuple[int, dict[str, str], str | None]] = field(default_factory=list)
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._ts = itertools.count(1)
+        self._file_ids = itertools.count(1)
         self._lock = threading.Lock()
         standin = self
 
@@ -44,31 +160,47 @@ class SlackStandIn:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length).decode("utf-8") if length else ""
+                raw = self.rfile.read(length) if length else b""
+                url = urlsplit(self.path)
+                if url.path.startswith("/upload/"):
+                    file_id = url.path.rsplit("/", 1)[-1]
+                    status, headers, payload = standin._upload(file_id, raw, self.path)
+                    self._reply(status, headers, payload.encode(), "text/plain; charset=utf-8")
+                    return
+                text = raw.decode("utf-8")
                 if "json" in (self.headers.get("Content-Type") or ""):
-                    body = json.loads(raw or "{}")
+                    body = json.loads(text or "{}")
                 else:
-                    body = {k: v[0] for k, v in parse_qs(raw).items()}
+                    body = {k: v[0] for k, v in parse_qs(text).items()}
+                body.update({k: v[0] for k, v in parse_qs(url.query).items() if k not in body})
                 auth = self.headers.get("Authorization") or ""
                 token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else body.get("token")
-                method = self.path.rsplit("/", 1)[-1]
-                status, headers, payload = standin._answer(method, token, body)
-                data = json.dumps(payload).encode()
+                method = url.path.rsplit("/", 1)[-1]
+                status, headers, answer = standin._answer(method, token, body, raw, self.path)
+                self._reply(status, headers, json.dumps(answer).encode(), "application/json; charset=utf-8")
+
+            def _reply(self, status: int, headers: dict[str, str], data: bytes, content_type: str) -> None:
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
         self._server = ThreadingHTTPServer((self.host, 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def root(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/"
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/api/"
+        return f"{self.root}api/"
 
     def start(self) -> SlackStandIn:
         self._thread.start()
@@ -78,33 +210,137 @@ class SlackStandIn:
         self._server.shutdown()
         self._server.server_close()
 
-    def fail_next(self, status: int, headers: dict[str, str] | None = None, times: int = 1) -> None:
-        self.failures.extend([(status, headers or {})] * times)
+    def fail_next(
+        self,
+        status: int,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+        method: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` requests (to ``method`` only, when given; ``"upload"``
+        for the file bytes' POST) with HTTP ``status``."""
+        self.failures.extend([(status, headers or {}, method)] * times)
 
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
-    def _answer(self, method: str, token: str | None, body: dict[str, Any]) -> tuple[int, dict[str, str], dict]:
+    # ----------------------------------------------------------------------- answers
+
+    def _take_failure(self, method: str) -> tuple[int, dict[str, str]] | None:
+        for i, (status, headers, only) in enumerate(self.failures):
+            if only is None or only == method:
+                del self.failures[i]
+                return status, headers
+        return None
+
+    def _upload(self, file_id: str, raw: bytes, path: str) -> tuple[int, dict[str, str], str]:
         with self._lock:
-            self.calls.append(Call(method, token, body))
-            if self.failures:
-                status, headers = self.failures.pop(0)
+            self.calls.append(Call("upload", None, {"file_id": file_id, "length": len(raw)}, raw, path))
+            failure = self._take_failure("upload")
+            if failure is not None:
+                return failure[0], failure[1], "error"
+            pending = self.files.get(file_id)
+            if pending is None:
+                return 404, {}, "file not found"
+            pending["content"] = raw
+            return 200, {}, f"OK - {len(raw)}"
+
+    def _answer(
+        self, method: str, token: str | None, body: dict[str, Any], raw: bytes, path: str
+    ) -> tuple[int, dict[str, str], dict]:
+        with self._lock:
+            self.calls.append(Call(method, token, body, raw, path))
+            failure = self._take_failure(method)
+            if failure is not None:
+                status, headers = failure
                 return status, headers, {"ok": False, "error": "ratelimited" if status == 429 else "internal_error"}
             if token != VALID_TOKEN:
                 return 200, {}, {"ok": False, "error": "invalid_auth"}
             if method == "auth.test":
                 return 200, {}, {"ok": True, "team": "test", "user": "growth-bot"}
-            channel = CHANNELS.get(str(body.get("channel", "")))
-            if method in {"chat.postMessage", "chat.update"} and channel is None:
-                return 200, {}, {"ok": False, "error": "channel_not_found"}
-            if method == "chat.postMessage":
-                ts = f"1700000000.{next(self._ts):06d}"
-                self.messages[ts] = {"channel": channel, **body}
-                return 200, {}, {"ok": True, "channel": channel, "ts": ts, "message": {"text": body.get("text")}}
-            if method == "chat.update":
-                ts = str(body.get("ts"))
-                if ts not in self.messages:
-                    return 200, {}, {"ok": False, "error": "message_not_found"}
-                self.messages[ts] = {"channel": channel, **body}
-                return 200, {}, {"ok": True, "channel": channel, "ts": ts}
+            if method in {"chat.postMessage", "chat.update"}:
+                return self._chat(method, body)
+            if method == "conversations.list":
+                return self._conversations_list(body)
+            if method == "files.getUploadURLExternal":
+                return self._get_upload_url(body)
+            if method == "files.completeUploadExternal":
+                return self._complete_upload(body)
             return 200, {}, {"ok": False, "error": "unknown_method"}
+
+    def _chat(self, method: str, body: dict[str, Any]) -> tuple[int, dict[str, str], dict]:
+        channel = CHANNELS.get(str(body.get("channel", "")))
+        if channel is None:
+            return 200, {}, {"ok": False, "error": "channel_not_found"}
+        if len(str(body.get("text") or "")) > MAX_MESSAGE_TEXT:
+            return 200, {}, {"ok": False, "error": "msg_too_long"}
+        if "blocks" in body:
+            errors = block_errors(body["blocks"])
+            if errors:
+                return 200, {}, {"ok": False, "error": "invalid_blocks", "response_metadata": {"messages": errors}}
+        if method == "chat.postMessage":
+            ts = f"1700000000.{next(self._ts):06d}"
+            self.messages[ts] = {**body, "channel_id": channel}
+            return 200, {}, {"ok": True, "channel": channel, "ts": ts, "message": {"text": body.get("text")}}
+        ts = str(body.get("ts"))
+        if ts not in self.messages:
+            return 200, {}, {"ok": False, "error": "message_not_found"}
+        self.messages[ts] = {**body, "channel_id": channel}
+        return 200, {}, {"ok": True, "channel": channel, "ts": ts}
+
+    def _conversations_list(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict]:
+        types = set(str(body.get("types") or "public_channel").split(","))
+        exclude_archived = str(body.get("exclude_archived", "")).lower() in {"1", "true"}
+        visible = [
+            c
+            for c in CONVERSATIONS
+            if ("private_channel" if c["is_private"] else "public_channel") in types
+            and not (exclude_archived and c["is_archived"])
+        ]
+        cursor = str(body.get("cursor") or "")
+        try:
+            index = int(cursor.removeprefix("page-")) if cursor else 0
+        except ValueError:
+            return 200, {}, {"ok": False, "error": "invalid_cursor"}
+        page = visible[index : index + 1]
+        following = f"page-{index + 1}" if index + 1 < len(visible) else ""
+        return 200, {}, {"ok": True, "channels": page, "response_metadata": {"next_cursor": following}}
+
+    def _get_upload_url(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict]:
+        filename = body.get("filename")
+        try:
+            length = int(body.get("length", ""))
+        except ValueError:
+            return 200, {}, {"ok": False, "error": "invalid_arguments"}
+        if not filename or length <= 0:
+            return 200, {}, {"ok": False, "error": "invalid_arguments"}
+        file_id = f"F{next(self._file_ids):07d}"
+        self.files[file_id] = {"filename": filename, "length": length, "content": None}
+        return 200, {}, {"ok": True, "upload_url": f"{self.root}upload/{file_id}", "file_id": file_id}
+
+    def _complete_upload(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict]:
+        channel_id = body.get("channel_id")
+        if channel_id is not None and channel_id not in CHANNEL_IDS:
+            return 200, {}, {"ok": False, "error": "channel_not_found"}
+        thread_ts = body.get("thread_ts")
+        if thread_ts is not None:
+            message = self.messages.get(str(thread_ts))
+            if message is None or message.get("channel_id") != channel_id:
+                return 200, {}, {"ok": False, "error": "invalid_thread_ts"}
+        try:
+            entries = json.loads(body.get("files") or "[]")
+        except ValueError:
+            return 200, {}, {"ok": False, "error": "invalid_arguments"}
+        shared = []
+        for entry in entries:
+            pending = self.files.get(str(entry.get("id")))
+            if pending is None or pending["content"] is None:
+                return 200, {}, {"ok": False, "error": "file_not_found"}
+            if len(pending["content"]) != pending["length"]:
+                return 200, {}, {"ok": False, "error": "file_size_mismatch"}
+        for entry in entries:
+            pending = self.files[str(entry["id"])]
+            title = entry.get("title") or pending["filename"]
+            pending.update({"title": title, "channel_id": channel_id, "thread_ts": thread_ts, "shared": True})
+            shared.append({"id": entry["id"], "name": pending["filename"], "title": title})
+        return 200, {}, {"ok": True, "files": shared}

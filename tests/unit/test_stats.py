@@ -81,3 +81,15 @@ def test_ratio() -> None:
     assert ratio(0, 5) == 0.0
     assert ratio(0, 0) is None
     assert ratio(3, 0) is None
+
+
+def test_wilson_lower_bound_hand_values() -> None:
+    from framework.stats import wilson_lower_bound
+
+    # 6 of 573 with z = 2.326: p = 0.010471; z^2 = 5.4119;
+    # center = p + z^2/2n = 0.010471 + 0.004722 = 0.015193; margin = z*sqrt(p(1-p)/n + z^2/4n^2)
+    # = 2.326 * sqrt(1.8086e-5 + 4.121e-6) = 2.326 * 0.0047124 = 0.010963; / (1 + z^2/n = 1.009445)
+    assert wilson_lower_bound(6, 573) == pytest.approx((0.015193 - 0.010963) / 1.009445, abs=2e-5)
+    assert wilson_lower_bound(0, 100) == 0.0 and wilson_lower_bound(0, 0) == 0.0
+    # a large sample converges to the ratio: 2,000 of 100,000 -> just under 0.02
+    assert 0.0189 < wilson_lower_bound(2000, 100_000) < 0.02
