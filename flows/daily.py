@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -10,7 +11,7 @@ from typing import Annotated
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import Field
@@ -234,6 +235,11 @@ def artifacts(report: Report, text: str, chart: Path | None = None) -> None:
     create_markdown_artifact(
         markdown=f"```\n{text}\n```{chart_line}", key=f"{key}-digest", description="The digest"
     )
+    if chart is not None:  # the chart itself, inline (a data URL: no file server needed)
+        encoded = base64.b64encode(chart.read_bytes()).decode("ascii")
+        create_image_artifact(
+            image_url=f"data:image/png;base64,{encoded}", key=f"{key}-funnel-chart", description="Funnel chart"
+        )
     rows = [
         {k: ("" if v is None else v) for k, v in s.items() if k != "trend"}
         for s in report.to_dict()["steps"]

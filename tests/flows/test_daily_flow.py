@@ -165,3 +165,18 @@ def test_failed_delivery_keeps_the_report_and_raises(demo_urls, monkeypatch, sla
     assert err.value.exit_code == 5 and "invalid_auth" in str(err.value)
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["delivery"]["status"] == "failed" and saved["steps"] == err.value.report.to_dict()["steps"]
+
+
+def test_cli_exits_5_when_slack_refuses_and_keeps_the_metrics(demo_urls, monkeypatch, slack, tmp_path, capsys) -> None:
+    from flows.cli import main
+    from tasks.store import MetricStore
+
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-revoked")
+    monkeypatch.setenv("SLACK_API_URL", slack.url)
+    code = main(["run", "--framework", str(DEMO_FRAMEWORK), "--as-of", END.isoformat(), "--store", store,
+                 *[f"--source={n}={u}" for n, u in demo_urls.items()]])
+    err = capsys.readouterr().err
+    assert code == 5 and "invalid_auth" in err and "xoxb-revoked" not in err and "Traceback" not in err
+    with MetricStore.open(store) as kept:
+        assert kept.has_results("Prefect Growth Framework", END)
