@@ -157,8 +157,10 @@ def _ts_bound(engine: sa.Engine, column: sa.Column, moment: datetime) -> object:
 
 
 def _to_utc(values: pd.Series) -> pd.Series:
-    s = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
-    return s.astype("datetime64[us, UTC]")
+    """UTC timestamps at millisecond precision, rounded half up as SQLite's date functions
+    round them, so every database is read alike and gives the same numbers."""
+    s = pd.to_datetime(values, utc=True, errors="coerce", format="mixed").astype("datetime64[us, UTC]")
+    return (s + pd.Timedelta(microseconds=500)).dt.floor("ms")
 
 
 def _fetch(conn: sa.Connection, query: sa.Select, columns: list[str]) -> tuple[pd.DataFrame, int]:
@@ -238,6 +240,8 @@ def extract_step(
     query = step_query(step, engine, sources.tables, end, since)
     with _reading(step.source, engine) as conn:
         frame, n = _fetch(conn, query, AGGREGATE_COLUMNS)
+    for col in ("first_at", "last_at", "newest_any"):
+        frame[col] = _to_utc(frame[col])
     sources.rows_read[f"step:{step.key}"] = n
     log.info(
         "step %s: %d entity rows from %s.%s%s", step.key, n, step.source, step.table,
