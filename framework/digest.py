@@ -124,7 +124,7 @@ def _fmt_p(p_value: float) -> str:
     return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
 
 
-def _plural(noun: str, count: float = 2) -> str:
+def plural(noun: str, count: float = 2) -> str:
     if count == 1:
         return noun
     if noun.endswith(("s", "x", "z", "ch", "sh")):
@@ -134,7 +134,7 @@ def _plural(noun: str, count: float = 2) -> str:
     return noun + "s"
 
 
-def _truncate(text: str, width: int) -> str:
+def truncate(text: str, width: int) -> str:
     """At most ``width`` characters, ending in '…' when cut; newlines flattened."""
     text = " ".join(str(text).split())
     if len(text) <= width:
@@ -142,7 +142,7 @@ def _truncate(text: str, width: int) -> str:
     return text[: max(0, width - 1)].rstrip() + ELLIPSIS
 
 
-def _period_label(period: Period) -> str:
+def period_label(period: Period) -> str:
     """'2026-10-03 to 2026-10-30' for the half-open [2026-10-03, 2026-10-31)."""
     try:
         last = date.fromisoformat(period.end) - timedelta(days=1)
@@ -189,7 +189,7 @@ def _last_tracked(report: Report) -> StepResult | None:
 
 
 def _no_ranking_reason(report: Report) -> str:
-    entities = _plural(report.result.entity)
+    entities = plural(report.result.entity)
     rankable = [s for s in report.result.steps if s.tracked and s.position > 1 and not s.qualifying]
     if not rankable:
         return (
@@ -222,7 +222,7 @@ def _delta_phrase(step: StepResult) -> str:
 
 
 def _flow_phrase(step: StepResult, entity: str) -> str:
-    head = f"{fmt_count(step.entered)} → {fmt_count(step.reached)} {_plural(entity)}"
+    head = f"{fmt_count(step.entered)} → {fmt_count(step.reached)} {plural(entity)}"
     if step.lost is None:
         return head
     if step.lost >= 0:
@@ -245,12 +245,12 @@ def _opportunity_phrase(report: Report, step: StepResult, name_width: int) -> st
     if step.conversion is not None and step.conversion >= step.target:
         return f"already at or above its {target} target"
     last = _last_tracked(report)
-    last_name = _truncate(last.name, name_width) if last is not None else "the last step"
+    last_name = truncate(last.name, name_width) if last is not None else "the last step"
     entity = report.result.entity
     whole = int(step.opportunity + 0.5)
     if whole == 0 and step.opportunity > 0:
         return f"<1 more {entity} would reach {last_name} if this step hit {target}"
-    amount = f"+{fmt_count(whole)} {_plural(entity, whole)}"
+    amount = f"+{fmt_count(whole)} {plural(entity, whole)}"
     verb = "reaches" if whole == 1 else "reach"
     return f"{amount} {verb} {last_name} if this step hit {target}"
 
@@ -259,7 +259,7 @@ def _step_lines(report: Report, step: StepResult, rank: int, name_width: int) ->
     """Title and detail lines of one lowest-converting step (raw text, not escaped)."""
     entity = report.result.entity
     title = (
-        f"{rank}. Step {step.position} · {_truncate(step.name, name_width)} — "
+        f"{rank}. Step {step.position} · {truncate(step.name, name_width)} — "
         f"{fmt_pct(step.conversion)}"
     )
     return [
@@ -272,9 +272,9 @@ def _step_lines(report: Report, step: StepResult, rank: int, name_width: int) ->
 
 def _check_line(check: QualityCheck) -> str:
     return (
-        f"{_truncate(check.name, CHECK_FIELD_WIDTH)} ({check.severity}) — observed: "
-        f"{_truncate(check.observed, CHECK_FIELD_WIDTH)}; target: "
-        f"{_truncate(check.target, CHECK_FIELD_WIDTH)}"
+        f"{truncate(check.name, CHECK_FIELD_WIDTH)} ({check.severity}) — observed: "
+        f"{truncate(check.observed, CHECK_FIELD_WIDTH)}; target: "
+        f"{truncate(check.target, CHECK_FIELD_WIDTH)}"
     )
 
 
@@ -290,8 +290,8 @@ def _quality_summary(report: Report) -> str:
     total = len(dq.checks)
     n_failed = len(dq.failed)
     if n_failed == 0:
-        return f"Data quality: {dq.status} ({total} {_plural('check', total)}, all passed)"
-    return f"Data quality: {dq.status} ({n_failed} of {total} {_plural('check', total)} failed)"
+        return f"Data quality: {dq.status} ({total} {plural('check', total)}, all passed)"
+    return f"Data quality: {dq.status} ({n_failed} of {total} {plural('check', total)} failed)"
 
 
 def _delivery_line(report: Report) -> str:
@@ -312,12 +312,12 @@ def _delivery_line(report: Report) -> str:
 
 def _period_lines(report: Report) -> tuple[str, str]:
     r = report.result
-    entities = _plural(r.entity)
+    entities = plural(r.entity)
     cur, prev = r.current_period, r.previous_period
     return (
-        f"Current period: signups {_period_label(cur)}, "
-        f"{fmt_count(cur.entities)} {_plural(r.entity, cur.entities)}",
-        f"Previous period: signups {_period_label(prev)}, "
+        f"Current period: signups {period_label(cur)}, "
+        f"{fmt_count(cur.entities)} {plural(r.entity, cur.entities)}",
+        f"Previous period: signups {period_label(prev)}, "
         f"{fmt_count(prev.entities)} {entities if prev.entities != 1 else r.entity}",
     )
 
@@ -335,7 +335,7 @@ def _table(report: Report, name_width: int, compact: bool) -> list[str]:
             suffix = " (q)" if s.qualifying else (f" ◀{ranks[s.key]}" if s.key in ranks else "")
         else:
             suffix = " (qualifying)" if s.qualifying else ""
-        base = _truncate(s.name, max(4, name_width - len(suffix)))
+        base = truncate(s.name, max(4, name_width - len(suffix)))
         names.append(base + suffix)
     width = max([len("Step")] + [len(n) for n in names])
     pos_w = max([1] + [len(str(s.position)) for s in report.result.steps])
@@ -379,7 +379,7 @@ def _table(report: Report, name_width: int, compact: bool) -> list[str]:
             if compact:
                 out.append(f"{str(s.position).rjust(pos_w)} {name.ljust(width)}  untracked")
             else:
-                metric = _truncate(untracked.get(s.key, "") or "none proposed", PROSE_NAME_WIDTH)
+                metric = truncate(untracked.get(s.key, "") or "none proposed", PROSE_NAME_WIDTH)
                 out.append(
                     f"{str(s.position).rjust(pos_w)} {name.ljust(width)}  "
                     f"untracked — proposed metric: {metric}"
@@ -430,7 +430,7 @@ def render_text(report: Report, ui_url: str | None = None) -> str:
         out.append("  none")
     for s in qualifying:
         out.append(
-            f"  Step {s.position} · {_truncate(s.name, PROSE_NAME_WIDTH)} — {_qualifying_numbers(s, r.entity)}"
+            f"  Step {s.position} · {truncate(s.name, PROSE_NAME_WIDTH)} — {_qualifying_numbers(s, r.entity)}"
         )
     out.append("")
 
@@ -439,9 +439,9 @@ def render_text(report: Report, ui_url: str | None = None) -> str:
     if not untracked:
         out.append("  none")
     for s, metric in untracked:
-        metric = _truncate(metric, PROSE_NAME_WIDTH) if metric else "none proposed"
+        metric = truncate(metric, PROSE_NAME_WIDTH) if metric else "none proposed"
         out.append(
-            f"  Step {s.position} · {_truncate(s.name, PROSE_NAME_WIDTH)} — proposed metric: {metric}"
+            f"  Step {s.position} · {truncate(s.name, PROSE_NAME_WIDTH)} — proposed metric: {metric}"
         )
     out.append("")
 
@@ -490,7 +490,7 @@ def _fit_lines(head: str, lines: list[str], noun: str, limit: int = MAX_TEXT_CHA
     size = len(head)
     for i, item in enumerate(lines):
         rest = len(lines) - i - 1
-        reserve = len(f"\n… and {rest} more {_plural(noun)}") if rest else 0
+        reserve = len(f"\n… and {rest} more {plural(noun)}") if rest else 0
         if size + 1 + len(item) + reserve > limit:
             break
         taken.append(item)
@@ -498,21 +498,21 @@ def _fit_lines(head: str, lines: list[str], noun: str, limit: int = MAX_TEXT_CHA
     text = "\n".join([head, *taken])
     if len(taken) < len(lines):
         n = len(lines) - len(taken)
-        text += f"\n… and {n} more {_plural(noun, n)}"
+        text += f"\n… and {n} more {plural(noun, n)}"
     return text
 
 
 def _header_block(text: str) -> dict[str, Any]:
     return {
         "type": "header",
-        "text": {"type": "plain_text", "text": _truncate(text, MAX_HEADER_CHARS), "emoji": True},
+        "text": {"type": "plain_text", "text": truncate(text, MAX_HEADER_CHARS), "emoji": True},
     }
 
 
 def _header_text(prefix: str, report: Report, suffix: str) -> str:
     fixed = len(prefix) + len(suffix)
-    name = _truncate(report.framework, max(10, MAX_HEADER_CHARS - fixed))
-    return _truncate(f"{prefix}{name}{suffix}", MAX_HEADER_CHARS)
+    name = truncate(report.framework, max(10, MAX_HEADER_CHARS - fixed))
+    return truncate(f"{prefix}{name}{suffix}", MAX_HEADER_CHARS)
 
 
 def _context_block(texts: list[str]) -> dict[str, Any]:
@@ -577,7 +577,7 @@ def render_blocks(report: Report, ui_url: str | None = None) -> list[dict[str, A
     qualifying = _qualifying(report)
     if qualifying:
         lines = [
-            f"• Step {s.position} · *{escape_mrkdwn(_truncate(s.name, PROSE_NAME_WIDTH))}* — "
+            f"• Step {s.position} · *{escape_mrkdwn(truncate(s.name, PROSE_NAME_WIDTH))}* — "
             f"{escape_mrkdwn(_qualifying_numbers(s, r.entity))}"
             for s in qualifying
         ]
@@ -585,8 +585,8 @@ def render_blocks(report: Report, ui_url: str | None = None) -> list[dict[str, A
     untracked = _untracked(report)
     if untracked:
         lines = [
-            f"• Step {s.position} · *{escape_mrkdwn(_truncate(s.name, PROSE_NAME_WIDTH))}* — "
-            f"proposed metric: {escape_mrkdwn(_truncate(m, PROSE_NAME_WIDTH) if m else 'none proposed')}"
+            f"• Step {s.position} · *{escape_mrkdwn(truncate(s.name, PROSE_NAME_WIDTH))}* — "
+            f"proposed metric: {escape_mrkdwn(truncate(m, PROSE_NAME_WIDTH) if m else 'none proposed')}"
             for s, m in untracked
         ]
         tail.append(_section(_fit_lines("*Untracked steps*", lines, "step")))
@@ -608,7 +608,7 @@ def render_blocks(report: Report, ui_url: str | None = None) -> list[dict[str, A
         middle.append(_section(f"*{lines[0]}*\n" + "\n".join(lines[1:])))
     if len(shown) < len(lowest):
         n = len(lowest) - len(shown)
-        middle.append(_section(f"… and {n} more {_plural('step', n)} (see the whole funnel)"))
+        middle.append(_section(f"… and {n} more {plural('step', n)} (see the whole funnel)"))
 
     blocks = head + middle + tail
     return blocks[:MAX_BLOCKS]
@@ -629,7 +629,7 @@ def _funnel_text(report: Report) -> str:
     text = "\n".join([head, *taken])
     missing = len(rows) - 1 - len(taken)
     if missing:
-        text += f"\n… and {missing} more {_plural('step', missing)}"
+        text += f"\n… and {missing} more {plural('step', missing)}"
     return text + "\n```" + legend
 
 
@@ -638,20 +638,20 @@ def fallback_text(report: Report) -> str:
     r = report.result
     if report.data_quality.status == "failed":
         errors, _ = _failed_checks(report)
-        names = ", ".join(_truncate(c.name, 60) for c in errors[:5])
+        names = ", ".join(truncate(c.name, 60) for c in errors[:5])
         more = f" and {len(errors) - 5} more" if len(errors) > 5 else ""
         return escape_mrkdwn(
             f"Growth digest {r.as_of} not published: data quality failed ({names}{more})"
         )
     lowest = _lowest(report)
     if lowest:
-        parts = ", ".join(f"{_truncate(s.name, 60)} {fmt_pct(s.conversion)}" for s in lowest[:5])
+        parts = ", ".join(f"{truncate(s.name, 60)} {fmt_pct(s.conversion)}" for s in lowest[:5])
         text = f"Growth digest {r.as_of}: lowest converting {parts}"
     else:
         text = f"Growth digest {r.as_of}: no step qualifies for ranking"
     if report.data_quality.status == "warned":
         n = len(report.data_quality.failed)
-        text += f" (data quality warned: {n} {_plural('check', n)} failed)"
+        text += f" (data quality warned: {n} {plural('check', n)} failed)"
     return escape_mrkdwn(text)
 
 
@@ -666,7 +666,7 @@ def render_quality_alert_text(report: Report, ui_url: str | None = None) -> str:
         FAILED_BANNER,
         f"{report.framework} · as of {r.as_of}",
         f"The data-quality gate blocked the growth digest: {len(errors)} "
-        f"{_plural('check', len(errors))} failed.",
+        f"{plural('check', len(errors))} failed.",
         "Failed checks:",
     ]
     out += [f"  ✗ {_check_line(c)}" for c in errors] or ["  none"]
@@ -690,7 +690,7 @@ def render_quality_alert_blocks(report: Report, ui_url: str | None = None) -> li
         ),
         _section(
             f"*{FAILED_BANNER}*\nThe data-quality gate blocked the growth digest for "
-            f"*{escape_mrkdwn(r.as_of)}*: {len(errors)} {_plural('check', len(errors))} failed."
+            f"*{escape_mrkdwn(r.as_of)}*: {len(errors)} {plural('check', len(errors))} failed."
         ),
         _section(
             _fit_lines(

@@ -18,12 +18,11 @@ global backend switch), so importing this module costs nothing.
 from __future__ import annotations
 
 import warnings
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from framework.digest import fmt_count, fmt_pct
-from framework.report import Period, Report, StepResult
+from framework.digest import fmt_count, fmt_pct, period_label, plural, truncate
+from framework.report import Report, StepResult
 
 __all__ = ["render_funnel_chart"]
 
@@ -43,33 +42,6 @@ COLOUR_QUALIFYING = "#BAB0AC"
 COLOUR_UNTRACKED = "#9D9D9D"
 COLOUR_TEXT = "#222222"
 COLOUR_MUTED = "#666666"
-
-
-def _truncate(text: str, width: int) -> str:
-    """At most ``width`` characters, ending in '…' when cut; whitespace and newlines flattened."""
-    text = " ".join(str(text).split())
-    if len(text) <= width:
-        return text
-    return text[: max(0, width - 1)].rstrip() + "…"
-
-
-def _plural(noun: str, count: int) -> str:
-    if count == 1:
-        return noun
-    if noun.endswith(("s", "x", "z", "ch", "sh")):
-        return noun + "es"
-    if len(noun) > 1 and noun.endswith("y") and noun[-2] not in "aeiou":
-        return noun[:-1] + "ies"
-    return noun + "s"
-
-
-def _period_label(period: Period) -> str:
-    """The half-open [start, end) shown inclusive, as in the digest."""
-    try:
-        last = date.fromisoformat(period.end) - timedelta(days=1)
-    except ValueError:
-        return f"{period.start} to before {period.end}"
-    return f"{period.start} to {last.isoformat()}"
 
 
 def _bar_percent(step: StepResult, population: int) -> float:
@@ -123,7 +95,7 @@ def render_funnel_chart(report: Report, path: str | Path) -> Path:
         labels: list[str] = []
         placed: list[tuple[Any, float, bool]] = []  # bar labels: (text, bar end, qualifying)
         for y, step in enumerate(steps):
-            labels.append(f"{step.position}. {_truncate(step.name, NAME_WIDTH)}")
+            labels.append(f"{step.position}. {truncate(step.name, NAME_WIDTH)}")
             if not step.tracked:
                 ax.barh(y, X_MAX, height=0.12, fill=False, edgecolor=COLOUR_UNTRACKED,
                         linestyle="--", linewidth=1.0)
@@ -154,7 +126,7 @@ def render_funnel_chart(report: Report, path: str | Path) -> Path:
         ax.spines["bottom"].set_bounds(0, X_MAX)
         ax.grid(axis="x", color="#E6E6E6", linewidth=0.8)
         ax.set_axisbelow(True)
-        entity_plural = _plural(r.entity, 2)
+        entity_plural = plural(r.entity, 2)
         ax.set_xlabel(f"share of the period's {entity_plural} reaching the step "
                       "(label: the step's own conversion · reached)", fontsize=8.5,
                       color=COLOUR_MUTED, loc="left")
@@ -162,14 +134,14 @@ def render_funnel_chart(report: Report, path: str | Path) -> Path:
             ax.text(1.0, 0, "no steps in this framework", va="center", fontsize=9,
                     color=COLOUR_MUTED, **text_kw)
         if hidden:
-            ax.text(1.0, len(steps), f"… and {hidden} more {_plural('step', hidden)} not shown",
+            ax.text(1.0, len(steps), f"… and {hidden} more {plural('step', hidden)} not shown",
                     va="center", fontsize=9, color=COLOUR_MUTED, style="italic", **text_kw)
 
         cur = r.current_period
-        title = _truncate(f"{report.framework} — funnel for {r.as_of}", TITLE_WIDTH)
-        subtitle = _truncate(
-            f"Current period: signups {_period_label(cur)} · "
-            f"{fmt_count(cur.entities)} {_plural(r.entity, cur.entities or 0)} · mode {r.mode}",
+        title = truncate(f"{report.framework} — funnel for {r.as_of}", TITLE_WIDTH)
+        subtitle = truncate(
+            f"Current period: signups {period_label(cur)} · "
+            f"{fmt_count(cur.entities)} {plural(r.entity, cur.entities or 0)} · mode {r.mode}",
             TITLE_WIDTH + 30,
         )
         height = fig.get_figheight()
