@@ -93,3 +93,20 @@ def test_wilson_lower_bound_hand_values() -> None:
     assert wilson_lower_bound(0, 100) == 0.0 and wilson_lower_bound(0, 0) == 0.0
     # a large sample converges to the ratio: 2,000 of 100,000 -> just under 0.02
     assert 0.0189 < wilson_lower_bound(2000, 100_000) < 0.02
+
+
+def test_exact_ratio_lower_bound_hand_values() -> None:
+    from framework.stats import ratio_lower_bound
+
+    # 1 of 10: P(X >= 1) = 1 - (1 - p)^10 = 0.01  ->  p = 1 - 0.99^(1/10)
+    assert ratio_lower_bound(1, 10) == pytest.approx(1 - 0.99 ** 0.1, rel=1e-9)
+    # 10 of 10: P(X >= 10) = p^10 = 0.01  ->  p = 0.01^(1/10)
+    assert ratio_lower_bound(10, 10) == pytest.approx(0.01 ** 0.1, rel=1e-12)
+    assert ratio_lower_bound(0, 50) == 0.0 and ratio_lower_bound(3, 0) == 0.0
+    # 2 of 20: P(X >= 2) = 1 - q^20 - 20 p q^19 must equal 0.01 at the bound
+    p = ratio_lower_bound(2, 20)
+    assert 1 - (1 - p) ** 20 - 20 * p * (1 - p) ** 19 == pytest.approx(0.01, abs=1e-9)
+    # large samples agree with the Wilson bound
+    from framework.stats import wilson_lower_bound
+
+    assert ratio_lower_bound(1500, 100_000) == pytest.approx(wilson_lower_bound(1500, 100_000), rel=0.01)
