@@ -98,10 +98,26 @@ def compute_task(cfg: FrameworkConfig, entities, milestones, as_of: date) -> Fun
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate_task(cfg: FrameworkConfig, entities, milestones, stats, result: FunnelResult, as_of: date) -> DataQuality:
+def validate_task(
+    cfg: FrameworkConfig, entities, milestones, stats, result: FunnelResult, as_of: date,
+    previous: dict[str, tuple[int, int]] | None = None,
+) -> DataQuality:
     from tasks.quality import run_quality_checks
 
-    return DataQuality.from_checks(run_quality_checks(entities, milestones, stats, result, cfg, as_of))
+    return DataQuality.from_checks(
+        run_quality_checks(entities, milestones, stats, result, cfg, as_of, previous=previous)
+    )
+
+
+def previous_run(store: MetricStore, framework: str, as_of: date) -> dict[str, tuple[int, int]] | None:
+    """The stored run of the day before, per step (entered, reached), for the anomaly check."""
+    prev = store.load_report(framework, as_of - timedelta(days=1))
+    if prev is None:
+        return None
+    return {
+        s["key"]: (s["entered"], s["reached"]) for s in prev.get("steps", [])
+        if s.get("tracked") and s.get("entered") is not None and s.get("reached") is not None
+    }
 
 
 @task(name="store-results", **_io)
@@ -204,7 +220,7 @@ def compute_day(inputs: DayInputs, store: MetricStore, as_of: date, full_refresh
     milestones, changed = merge_milestones(stored, fresh)
     milestones = milestones[milestones["reached_at"] < pd.Timestamp(end)]  # stored times of later runs
     result = compute_task(cfg, entities, milestones, as_of)
-    quality = validate_task(cfg, entities, milestones, stats, result, as_of)
+    quality = validate_task(cfg, entities, milestones, stats, result, as_of, previous_run(store, cfg.name, as_of))
     result = attach_trends(result, store.trend(cfg.name, as_of - timedelta(days=1), RUNS_AGO_NEEDED))
     status = "skipped" if quality.status == "failed" else "dry_run"
     report = Report(cfg.name, result, quality, Delivery(cfg.report.channel, status))

@@ -47,21 +47,78 @@ class SourceConfig(_Strict):
         return self
 
 
+class AttributeConfig(_Strict):
+    """A segment attribute: a column of the entity table, optionally with the values it may take.
+
+    Written as a plain name (``origin``) or as a mapping (``{name: origin, allowed: [github, google]}``).
+    ``allowed`` values are kept as text, as the engine compares segment values; NULL and empty
+    values (the "(none)" segment) are always allowed.
+    """
+
+    name: str
+    allowed: Annotated[list[str], Field(min_length=1)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_name(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"name": v}
+        if not isinstance(v, dict):
+            raise ValueError("expected a column name or a mapping {name: COLUMN, allowed: [VALUE, ...]}")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v:
+            raise ValueError("the attribute name is empty")
+        return v
+
+    @field_validator("allowed", mode="before")
+    @classmethod
+    def _allowed_as_text(cls, v: Any) -> Any:
+        """Numbers become their text (``2`` and ``2.0`` -> ``"2"``); booleans are refused (quote them)."""
+        if not isinstance(v, list):
+            return v
+        out: list[Any] = []
+        for item in v:
+            if isinstance(item, bool) or not isinstance(item, str | int | float):
+                raise ValueError("allowed values must be strings or numbers (quote yes/no/true/false)")
+            if isinstance(item, float) and item.is_integer():
+                item = int(item)
+            out.append(item if isinstance(item, str) else str(item))
+        return out
+
+
 class EntityConfig(_Strict):
+    # The file key is ``attributes``; ``attributes`` (names) and ``allowed`` are derived properties.
+    model_config = ConfigDict(serialize_by_alias=True)
+
     name: str = "entity"
     source: str
     table: str
     id: str
     created_at: str
-    attributes: list[str] = Field(default_factory=list)
+    attribute_specs: list[AttributeConfig] = Field(default_factory=list, alias="attributes")
 
-    @field_validator("attributes")
+    @field_validator("attribute_specs")
     @classmethod
-    def _unique_attributes(cls, v: list[str]) -> list[str]:
-        dupes = sorted({a for a in v if v.count(a) > 1})
+    def _unique_attributes(cls, v: list[AttributeConfig]) -> list[AttributeConfig]:
+        names = [a.name for a in v]
+        dupes = sorted({a for a in names if names.count(a) > 1})
         if dupes:
             raise ValueError(f"duplicate attribute(s): {', '.join(dupes)}")
         return v
+
+    @property
+    def attributes(self) -> list[str]:
+        """The segment columns, in file order (plain names and mappings alike)."""
+        return [a.name for a in self.attribute_specs]
+
+    @property
+    def allowed(self) -> dict[str, list[str]]:
+        """Attribute -> its allowed values (as text), for the attributes that list them."""
+        return {a.name: list(a.allowed) for a in self.attribute_specs if a.allowed is not None}
 
 
 class FunnelConfig(_Strict):
@@ -82,6 +139,7 @@ class QualityConfig(_Strict):
     freshness_hours: Annotated[float, Field(gt=0)] = 36
     max_orphan_ratio: Annotated[float, Field(ge=0, le=1)] = 0.01
     late_arrival_days: Annotated[int, Field(ge=0)] = 3
+    anomaly_pp: Annotated[float, Field(gt=0, le=100)] = 10.0  # conversion change (points) flagged when p < 0.01
 
 
 class ViaConfig(_Strict):

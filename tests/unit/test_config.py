@@ -356,3 +356,77 @@ def test_load_config_good_file(tmp_path: Path) -> None:
     path = tmp_path / "good.yaml"
     path.write_text(text_of(GOOD), encoding="utf-8")
     assert load_config(path, env={}).name == "Test Growth Framework"
+
+
+# ---- attributes with allowed values; quality.anomaly_pp ----------------------------------------
+
+
+def test_attribute_as_name_or_mapping_with_allowed_values() -> None:
+    attributes = ["origin", {"name": "plan", "allowed": ["free", "team", "enterprise"]}, {"name": "region"}]
+    cfg = parse_config(text_of(doc(**{"entity.attributes": attributes})), FILE, env={})
+    assert cfg.entity.attributes == ["origin", "plan", "region"]  # names, for the engine and extraction
+    assert cfg.entity.allowed == {"plan": ["free", "team", "enterprise"]}
+
+
+def test_plain_attributes_have_no_allowed_values() -> None:
+    cfg = parse_config(text_of(GOOD), FILE, env={})
+    assert cfg.entity.attributes == ["origin", "plan"]
+    assert cfg.entity.allowed == {}
+
+
+def test_allowed_numbers_are_kept_as_text() -> None:
+    # segment values are compared as the engine's text: 2.0 and 2 are both "2"
+    text = text_of(doc(**{"entity.attributes": [{"name": "tier", "allowed": [1, 2.0, 2.5, " gold "]}]}))
+    assert parse_config(text, FILE, env={}).entity.allowed == {"tier": ["1", "2", "2.5", "gold"]}
+
+
+def test_attribute_mapping_in_yaml_flow_style() -> None:
+    text = text_of(GOOD).replace(
+        "  - plan\n", "  - {name: plan, allowed: [github, google]}\n"
+    )
+    assert "{name: plan" in text
+    assert parse_config(text, FILE, env={}).entity.allowed == {"plan": ["github", "google"]}
+
+
+def test_config_round_trips_through_model_dump() -> None:
+    attributes = ["origin", {"name": "plan", "allowed": ["free", "team"]}]
+    cfg = parse_config(text_of(doc(**{"entity.attributes": attributes})), FILE, env={})
+    assert cfg.model_dump()["entity"]["attributes"][1] == {"name": "plan", "allowed": ["free", "team"]}
+    assert FrameworkConfig.model_validate(cfg.model_dump()) == cfg
+
+
+def test_anomaly_pp_default_and_value() -> None:
+    assert parse_config(text_of(GOOD), FILE, env={}).quality.anomaly_pp == 10.0
+    cfg = parse_config(text_of(doc(**{"quality.anomaly_pp": 5})), FILE, env={})
+    assert cfg.quality.anomaly_pp == 5.0
+
+
+ALLOWED_BAD_CASES = [
+    ("unknown key in an attribute", {"entity.attributes[1]": {"name": "plan", "allowd": ["free"]}},
+     "entity.attributes[1].allowd", ("unknown",)),
+    ("attribute mapping without a name", {"entity.attributes[1]": {"allowed": ["free"]}},
+     "entity.attributes[1].name", ("missing",)),
+    ("attribute name empty", {"entity.attributes[1]": {"name": ""}}, "entity.attributes[1].name", ("empty",)),
+    ("attribute not a name or mapping", {"entity.attributes[1]": 5}, "entity.attributes[1]", ("name", "mapping")),
+    ("allowed not a list", {"entity.attributes[1]": {"name": "plan", "allowed": "free"}},
+     "entity.attributes[1].allowed", ("list",)),
+    ("allowed empty", {"entity.attributes[1]": {"name": "plan", "allowed": []}},
+     "entity.attributes[1].allowed", ("at least 1",)),
+    ("allowed boolean value", {"entity.attributes[1]": {"name": "plan", "allowed": ["free", True]}},
+     "entity.attributes[1].allowed", ("strings or numbers",)),
+    ("allowed nested value", {"entity.attributes[1]": {"name": "plan", "allowed": [["free"]]}},
+     "entity.attributes[1].allowed", ("strings or numbers",)),
+    ("duplicate attribute across forms", {"entity.attributes[1]": {"name": "origin", "allowed": ["github"]}},
+     "entity.attributes", ("duplicate", "origin")),
+    ("allowed directly on entity", {"entity.allowed": {"origin": ["github"]}}, "entity.allowed", ("unknown",)),
+    ("anomaly_pp zero", {"quality.anomaly_pp": 0}, "quality.anomaly_pp", ("greater",)),
+    ("anomaly_pp above 100", {"quality.anomaly_pp": 150}, "quality.anomaly_pp", ("100",)),
+    ("anomaly_pp not a number", {"quality.anomaly_pp": "ten"}, "quality.anomaly_pp", ("number",)),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "path", "words"), [c[1:] for c in ALLOWED_BAD_CASES], ids=[c[0] for c in ALLOWED_BAD_CASES]
+)
+def test_bad_attribute_or_anomaly_pp_names_key_path(changes: dict[str, Any], path: str, words: tuple[str, ...]) -> None:
+    assert_problem(problems(text_of(doc(**changes))), path, *words)
