@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit integration flows clean
+.PHONY: demo test lint unit integration flows bench clean
 
 demo: $(STAMP)
 	$(BIN)/growth demo
@@ -23,6 +23,11 @@ integration: $(STAMP)
 
 flows: $(STAMP)
 	$(BIN)/python -m pytest -m flows
+
+# Not part of `make test`: seeds PostgreSQL at 100k/300k/1M accounts and compares our run
+# with the floor and two peers (results: docs/performance.md). Exits non-zero on a missed target.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py --sizes 100000,300000,1000000
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -183,3 +183,178 @@ def test_mariadb_keeps_microseconds(mariadb_database: tuple[str, str]) -> None:
     seed_demo(scoped, None, accounts=300, seed=7, end_date=END)
     assert read_demo_meta(scoped)["accounts"] == "300"
     _server_checks(scoped, generate_demo(300, 7, end_date=END), "")
+
+
+# ---- bulk paths: the same data in every database ------------------------------------------
+
+SMALL = 300
+
+
+def _fingerprint_sql(table: str, frame: pd.DataFrame, dialect: str) -> dict[str, str]:
+    """Aggregates of one table, as SQL expressions: counts, sums, distinct labels, time range."""
+    exprs = {"rows": "COUNT(*)"}
+    for column, dtype in frame.dtypes.items():
+        exprs[f"{column}:n"] = f"COUNT({column})"
+        if pd.api.types.is_datetime64_any_dtype(dtype):
+            ts = column
+            if dialect == "sqlite" and (table, column) == ("flow_runs", "start_time"):
+                ts = f"strftime('%Y-%m-%d %H:%M:%f', {column})"  # mixed ISO spellings
+            exprs[f"{column}:min"], exprs[f"{column}:max"] = f"MIN({ts})", f"MAX({ts})"
+        elif pd.api.types.is_integer_dtype(dtype):
+            exprs[f"{column}:sum"] = f"SUM({column})"
+        else:
+            exprs[f"{column}:distinct"] = f"COUNT(DISTINCT {column})"
+            exprs[f"{column}:length"] = f"SUM(LENGTH({column}))"
+    return exprs
+
+
+def _normal(key: str, value: object) -> object:
+    if value is None:
+        return None
+    if key.endswith((":min", ":max")):
+        stamp = pd.Timestamp(value)
+        stamp = stamp.tz_convert("UTC").tz_localize(None) if stamp.tz is not None else stamp
+        return stamp.round("ms")  # SQLite reads the mixed start_time text at millisecond precision
+    return int(value)
+
+
+def _fingerprint(url: str, frames: DemoData) -> dict[str, dict[str, object]]:
+    engine = sa.create_engine(url)
+    out = {}
+    try:
+        with engine.connect() as conn:
+            for table, frame in {**frames.app, "flow_runs": frames.events["flow_runs"]}.items():
+                exprs = _fingerprint_sql(table, frame, engine.dialect.name)
+                row = conn.exec_driver_sql(f"SELECT {', '.join(exprs.values())} FROM {table}").one()
+                out[table] = {k: _normal(k, v) for k, v in zip(exprs, row, strict=True)}
+    finally:
+        engine.dispose()
+    return out
+
+
+def _expected_fingerprint(frames: DemoData) -> dict[str, dict[str, object]]:
+    out = {}
+    for table, frame in {**frames.app, "flow_runs": frames.events["flow_runs"]}.items():
+        got: dict[str, object] = {"rows": len(frame)}
+        for column, dtype in frame.dtypes.items():
+            s = frame[column]
+            got[f"{column}:n"] = int(s.notna().sum())
+            if pd.api.types.is_datetime64_any_dtype(dtype):
+                got[f"{column}:min"], got[f"{column}:max"] = s.min().round("ms"), s.max().round("ms")
+            elif pd.api.types.is_integer_dtype(dtype):
+                got[f"{column}:sum"] = int(s.sum())
+            else:
+                text = s.dropna().astype(str)
+                got[f"{column}:distinct"] = text.nunique()
+                got[f"{column}:length"] = int(text.str.len().sum()) if len(text) else None
+        out[table] = got
+    return out
+
+
+def _seed_recording(url: str) -> dict[str, tuple[int, int]]:
+    calls: list[tuple[str, int, int]] = []
+    seed_demo(url, None, accounts=SMALL, seed=7, end_date=END,
+              progress=lambda table, done, total: calls.append((table, done, total)))
+    for table in {t for t, _, _ in calls}:  # progress only moves forward, up to the total
+        done = [d for t, d, _ in calls if t == table]
+        assert done == sorted(done), table
+    return {table: (done, total) for table, done, total in calls}
+
+
+@pytest.fixture(scope="module")
+def small_frames() -> DemoData:
+    return generate_demo(SMALL, 7, end_date=END)
+
+
+@pytest.fixture(scope="module")
+def sqlite_fingerprint(tmp_path_factory: pytest.TempPathFactory, small_frames: DemoData) -> dict:
+    url = f"sqlite:///{tmp_path_factory.mktemp('bulk') / 'demo.db'}"
+    finals = _seed_recording(url)
+    assert finals == _expected_progress(small_frames)
+    return _fingerprint(url, small_frames)
+
+
+def _expected_progress(frames: DemoData) -> dict[str, tuple[int, int]]:
+    expected = {f"app.{t}": (len(f), len(f)) for t, f in frames.app.items()}
+    n = len(frames.events["flow_runs"])
+    return expected | {"events.flow_runs": (n, n)}
+
+
+def test_sqlite_bulk_path_writes_the_frames(sqlite_fingerprint: dict, small_frames: DemoData) -> None:
+    assert sqlite_fingerprint == _expected_fingerprint(small_frames)
+
+
+@pytest.mark.postgres
+def test_postgresql_copy_writes_what_sqlite_holds(
+    pg_schema: tuple[str, str], sqlite_fingerprint: dict, small_frames: DemoData
+) -> None:
+    url, schema = pg_schema
+    scoped = f"{url}?options=-csearch_path%3D{schema}"
+    assert _seed_recording(scoped) == _expected_progress(small_frames)
+    assert _fingerprint(scoped, small_frames) == sqlite_fingerprint
+    engine = sa.create_engine(scoped)
+    try:
+        with engine.connect() as conn:  # primary keys (added after COPY) and the secondary indexes
+            indexes = {r[0] for r in conn.exec_driver_sql(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %(s)s", {"s": schema})}
+    finally:
+        engine.dispose()
+    tables = [*small_frames.app, "flow_runs", "demo_meta"]
+    assert {f"{t}_pkey" for t in tables} <= indexes
+    assert {"ix_flow_runs_workspace_id", "ix_flow_runs_start_time", "ix_invitations_account_id"} <= indexes
+    seed_demo(scoped, None, accounts=SMALL, seed=7, end_date=END)  # reseeding replaces the load
+    assert _fingerprint(scoped, small_frames) == sqlite_fingerprint
+
+
+@pytest.mark.mariadb
+def test_mariadb_batched_inserts_write_what_sqlite_holds(
+    mariadb_database: tuple[str, str], sqlite_fingerprint: dict, small_frames: DemoData
+) -> None:
+    url, database = mariadb_database
+    scoped = url.rsplit("/", 1)[0] + f"/{database}"
+    assert _seed_recording(scoped) == _expected_progress(small_frames)
+    assert _fingerprint(scoped, small_frames) == sqlite_fingerprint
+
+
+@pytest.mark.postgres
+def test_postgresql_copy_encodes_edge_values(pg_schema: tuple[str, str]) -> None:
+    """Binary COPY of the value kinds the writer knows: NULLs of each, non-ASCII and empty
+    text, int4 limits, times before 2000 and with microseconds, aware timestamps."""
+    from datetime import UTC, datetime
+
+    from tasks.seed import _WRITERS
+
+    url, schema = pg_schema
+    table = sa.Table(
+        "edge", sa.MetaData(),
+        sa.Column("id", sa.BigInteger), sa.Column("small", sa.Integer), sa.Column("note", sa.Text),
+        sa.Column("label", sa.Text), sa.Column("at", sa.DateTime), sa.Column("at_tz", sa.DateTime(timezone=True)),
+        sa.Column("ref", sa.BigInteger),
+    )
+    at = [datetime(1999, 12, 31, 23, 59, 59, 999999), None, datetime(2026, 3, 1, 0, 0, 0, 1)]
+    frame = pd.DataFrame({
+        "id": [-(2**63), 0, 2**63 - 1],
+        "small": [-(2**31), 0, 2**31 - 1],
+        "note": pd.array(["héllo ✓ \"quoted\"\\", "", None], dtype="str"),
+        "label": pd.Categorical(["a", None, "ünï"]),
+        "at": pd.to_datetime(at).astype("datetime64[us]"),
+        "at_tz": pd.to_datetime(at).tz_localize("UTC").tz_convert("Europe/Berlin"),
+        "ref": pd.array([None, 7, -1], dtype="Int64"),
+    })
+    ticks: list[tuple[int, int]] = []
+    engine = sa.create_engine(f"{url}?options=-csearch_path%3D{schema}")
+    try:
+        with engine.begin() as conn:
+            table.create(conn)
+            _WRITERS["postgresql"](conn, table, frame, lambda done, total: ticks.append((done, total)))
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SET TIME ZONE 'UTC'")
+            rows = conn.execute(sa.select(table).order_by(table.c.small)).all()
+    finally:
+        engine.dispose()
+    assert ticks == [(3, 3)]
+    assert [tuple(r) for r in rows] == [
+        (-(2**63), -(2**31), "héllo ✓ \"quoted\"\\", "a", at[0], at[0].replace(tzinfo=UTC), None),
+        (0, 0, "", None, None, None, 7),
+        (2**63 - 1, 2**31 - 1, None, "ünï", at[2], at[2].replace(tzinfo=UTC), -1),
+    ]
