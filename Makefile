@@ -27,7 +27,7 @@ flows: $(STAMP)
 # Not part of `make test`: seeds PostgreSQL at 100k/300k/1M accounts and compares our run
 # with the floor and two peers (results: docs/performance.md). Exits non-zero on a missed target.
 bench: $(STAMP)
-	$(BIN)/python bench/run.py --sizes 100000,300000,1000000
+	$(BIN)/python bench/run.py --sizes 100000,300000,1000000 --write docs/performance.md
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
