@@ -55,6 +55,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from framework.errors import GrowthError
+from framework.milestones import ids_as_text
 from tasks.faults import fault_point
 
 log = logging.getLogger("growth.store")
@@ -895,12 +896,6 @@ def _metric_rows(framework: str, as_of: date, report: dict) -> dict[str, list[di
     }
 
 
-def _ids_as_text(ids: pd.Series) -> pd.Series:
-    if pd.api.types.is_float_dtype(ids) and ids.dropna().eq(ids.dropna().round()).all():
-        ids = ids.astype("Int64")
-    return ids.astype(str)
-
-
 def _milestone_frame(frame: pd.DataFrame | None) -> pd.DataFrame:
     """``step``, ``entity_id`` (text), ``reached_at`` (UTC): one row per (step, entity_id), the earliest time.
 
@@ -916,7 +911,7 @@ def _milestone_frame(frame: pd.DataFrame | None) -> pd.DataFrame:
     reached = pd.to_datetime(frame["reached_at"], utc=True, format="mixed").dt.tz_localize(None)
     data = pd.DataFrame({
         "step": frame["step"].astype(str).to_numpy()[present],
-        "entity_id": _ids_as_text(frame["entity_id"][present]).to_numpy(),
+        "entity_id": ids_as_text(frame["entity_id"][present]).to_numpy(),
         "reached_at": reached.to_numpy(dtype="datetime64[us]")[present],  # naive UTC
     })
     data = data[data["reached_at"].notna()]
