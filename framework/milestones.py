@@ -29,7 +29,8 @@ from framework.engine import normalize_ids
 AGGREGATE_COLUMNS = ["entity_id", "first_at", "last_at", "records", "null_timestamps", "newest_any"]
 
 
-def _utc(values: pd.Series) -> pd.Series:
+def to_utc(values: pd.Series) -> pd.Series:
+    """Timestamps as tz-aware UTC at microsecond resolution (naive taken as UTC, unreadable -> NaT)."""
     s = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
     return s.astype("datetime64[us, UTC]")
 
@@ -54,7 +55,7 @@ def assemble(
         is_known = pd.Series(False, index=agg.index)
         is_known.loc[agg.index[present]] = ids_norm.isin(set(known_cmp.tolist())).to_numpy()
         records = agg["records"].fillna(0).astype("int64")
-        first = _utc(agg["first_at"])
+        first = to_utc(agg["first_at"])
         ok = is_known.to_numpy() & first.notna().to_numpy()
         frames.append(
             pd.DataFrame(
@@ -65,7 +66,7 @@ def assemble(
                 }
             )
         )
-        newest = _utc(agg["newest_any"])
+        newest = to_utc(agg["newest_any"])
         rows.append(
             {
                 "step": step.key,

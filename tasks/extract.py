@@ -27,7 +27,7 @@ from sqlalchemy import exc as sa_exc
 
 from framework.config import FrameworkConfig, StepConfig
 from framework.errors import SchemaError, SourceError
-from framework.milestones import AGGREGATE_COLUMNS
+from framework.milestones import AGGREGATE_COLUMNS, to_utc
 
 log = logging.getLogger("growth.extract")
 
@@ -159,8 +159,7 @@ def _ts_bound(engine: sa.Engine, column: sa.Column, moment: datetime) -> object:
 def _to_utc(values: pd.Series) -> pd.Series:
     """UTC timestamps at millisecond precision, rounded half up as SQLite's date functions
     round them, so every database is read alike and gives the same numbers."""
-    s = pd.to_datetime(values, utc=True, errors="coerce", format="mixed").astype("datetime64[us, UTC]")
-    return (s + pd.Timedelta(microseconds=500)).dt.floor("ms")
+    return (to_utc(values) + pd.Timedelta(microseconds=500)).dt.floor("ms")
 
 
 def _fetch(conn: sa.Connection, query: sa.Select, columns: list[str]) -> tuple[pd.DataFrame, int]:
