@@ -12,10 +12,19 @@ from urllib.error import HTTPError
 
 from framework.errors import DeliveryError
 from framework.report import Delivery
+from tasks.faults import fault_point
 
 log = logging.getLogger("growth.publish")
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+SLACK_TIMEOUT_ENV = "GROWTH_SLACK_TIMEOUT"
+DEFAULT_SLACK_TIMEOUT = 30
+"""Seconds to wait for one Slack answer (``GROWTH_SLACK_TIMEOUT`` overrides it)."""
+DIGEST_EVENT = "growth_digest"
+"""The message metadata event type that marks a digest, so that an earlier post whose answer
+was lost (a timeout, a killed process) is found again instead of posted twice."""
+POST_ATTEMPTS = 2
+HISTORY_PAGES = 5
 
 
 def write_report(report_json: str, path: str | Path) -> Path:
@@ -32,8 +41,23 @@ def write_blocks(blocks: list[dict], path: str | Path) -> Path:
     return write_report(json.dumps({"blocks": blocks}, indent=2, ensure_ascii=False) + "\n", path)
 
 
-def slack_client(token: str, base_url: str | None = None, max_retries: int = 3):
-    """A slack_sdk WebClient that retries rate limits, 5xx and connection errors (bounded)."""
+def _timeout() -> float:
+    try:
+        value = float(os.environ.get(SLACK_TIMEOUT_ENV) or DEFAULT_SLACK_TIMEOUT)
+    except ValueError:
+        return DEFAULT_SLACK_TIMEOUT
+    return value if value > 0 else DEFAULT_SLACK_TIMEOUT
+
+
+def slack_client(token: str, base_url: str | None = None, max_retries: int = 3, safe_only: bool = False):
+    """A slack_sdk WebClient that retries rate limits, 5xx and connection errors (bounded).
+
+    ``safe_only``: retry only failures where Slack cannot have acted on the request (a
+    connection that could not be made or a request that could not be sent, 429, 5xx); a
+    dropped or timed-out *answer* is left to the caller, for calls that are not idempotent
+    (chat.postMessage: the message may exist)."""
+    from urllib.error import URLError
+
     from slack_sdk import WebClient
     from slack_sdk.http_retry.builtin_handlers import (
         ConnectionErrorRetryHandler,
@@ -44,10 +68,15 @@ def slack_client(token: str, base_url: str | None = None, max_retries: int = 3):
     client = WebClient(
         token=token,
         base_url=base_url or os.environ.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL,
-        timeout=30,
+        timeout=_timeout(),
+    )
+    connection = (
+        ConnectionErrorRetryHandler(max_retry_count=max_retries, error_types=[URLError])
+        if safe_only
+        else ConnectionErrorRetryHandler(max_retry_count=max_retries)
     )
     client.retry_handlers = [
-        ConnectionErrorRetryHandler(max_retry_count=max_retries),
+        connection,
         RateLimitErrorRetryHandler(max_retry_count=max_retries),
         ServerErrorRetryHandler(max_retry_count=max_retries),
     ]
@@ -64,13 +93,83 @@ def _call(channel: str, send):
         reason = exc.response.get("error", "unknown_error") if exc.response is not None else "unknown_error"
         raise DeliveryError(f"Slack refused the digest for {channel}: {reason}", reason=reason) from None
     except (SlackClientError, OSError) as exc:
-        raise DeliveryError(f"Slack could not be reached for {channel}: {type(exc).__name__}") from None
+        raise DeliveryError(
+            f"Slack could not be reached for {channel}: {type(exc).__name__}", reason="connection_error"
+        ) from None
 
 
 def post_message(token: str, channel: str, text: str, blocks: list[dict], base_url: str | None = None) -> Delivery:
     """Post the digest with chat.postMessage. Raises DeliveryError with Slack's reason."""
     delivery, _ = deliver(token, channel, text, blocks, base_url=base_url)
     return delivery
+
+
+AMBIGUOUS_STATUSES = {502, 504}
+"""A gateway's error: the request may have reached Slack and been carried out."""
+
+
+def _ambiguous(exc: BaseException) -> bool:
+    """A failure after the request was sent: Slack may have acted on it (a timed-out or
+    dropped answer, a gateway's 502/504). Connection failures before sending come as
+    URLError and are not; 500/503 are retried by the client (slack_sdk's ServerErrorRetryHandler)."""
+    from http.client import HTTPException
+    from urllib.error import URLError
+
+    from slack_sdk.errors import SlackApiError
+
+    if isinstance(exc, SlackApiError):
+        return getattr(exc.response, "status_code", None) in AMBIGUOUS_STATUSES
+    return isinstance(exc, OSError | HTTPException) and not isinstance(exc, URLError)
+
+
+def digest_marker(framework: str, as_of: str, channel: str) -> dict:
+    """The message metadata of one digest (framework, as_of, channel): how an earlier post of it is
+    recognised in the channel's history."""
+    return {"event_type": DIGEST_EVENT,
+            "event_payload": {"framework": framework, "as_of": str(as_of), "channel": channel}}
+
+
+def find_posted(client, channel: str, marker: dict) -> tuple[str, str] | None:
+    """(channel ID, ts) of a message in ``channel``'s recent history that carries ``marker``
+    (conversations.history, the newest HISTORY_PAGES x 200 messages), else None.
+    Needs the scope channels:history (groups:history for a private channel)."""
+    channel_id = resolve_channel_id(client, channel)
+    cursor: str | None = None
+    for _ in range(HISTORY_PAGES):
+        response = _slack_call(
+            f"the history of {channel}",
+            lambda cursor=cursor: client.conversations_history(
+                channel=channel_id, limit=200, cursor=cursor, include_all_metadata=True
+            ),
+        )
+        for message in response.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            if (metadata.get("event_type") == marker["event_type"]
+                    and metadata.get("event_payload") == marker["event_payload"] and message.get("ts")):
+                return channel_id, str(message["ts"])
+        cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+        if not cursor:
+            break
+    return None
+
+
+LOOKUP_UNAVAILABLE = {"missing_scope", "not_in_channel", "channel_not_found", "connection_error"}
+"""Lookup failures after which posting is still right (nothing to find, or no way to look)."""
+
+
+def _recover(client, channel: str, marker: dict) -> tuple[str, str] | None:
+    try:
+        return find_posted(client, channel, marker)
+    except DeliveryError as exc:
+        if exc.reason not in LOOKUP_UNAVAILABLE:
+            raise
+        log.warning("could not look for an earlier digest in %s (%s): posting", channel, exc.reason)
+        return None
+
+
+def _update(client, channel: str, channel_id: str, ts: str, text: str, blocks: list[dict], marker: dict | None):
+    extra = {"metadata": marker} if marker else {}  # kept on the message, for a later search
+    return _call(channel, lambda: client.chat_update(channel=channel_id, ts=ts, text=text, blocks=blocks, **extra))
 
 
 def deliver(
@@ -81,25 +180,117 @@ def deliver(
     previous_channel_id: str | None = None,
     previous_ts: str | None = None,
     base_url: str | None = None,
+    marker: dict | None = None,
+    search: bool = False,
 ) -> tuple[Delivery, str | None]:
     """Exactly once per (framework, as_of, channel): update the earlier message when there is
-    one (chat.update), else post (chat.postMessage). Returns the delivery and the channel ID."""
+    one (chat.update), else post (chat.postMessage). Returns the delivery and the channel ID.
+
+    ``marker`` (see :func:`digest_marker`) goes into the post's metadata. With ``search``
+    (an earlier attempt may have posted without its ts being kept), the channel's history is
+    searched for the marker first and a message found is updated. A post whose answer is lost
+    (timeout, dropped connection) is never blindly repeated: with a marker, the history is
+    searched and the post repeated only when nothing was found (POST_ATTEMPTS in all); without
+    one, it is a DeliveryError. Rate limits, 5xx and refused connections are retried by the
+    client (bounded)."""
     client = slack_client(token, base_url)
     if previous_ts and previous_channel_id:
         try:
-            response = _call(channel, lambda: client.chat_update(
-                channel=previous_channel_id, ts=previous_ts, text=text, blocks=blocks))
+            response = _update(client, channel, previous_channel_id, previous_ts, text, blocks, marker)
             log.info("updated the digest in %s (ts %s)", channel, previous_ts)
             return Delivery(channel=channel, status="updated", ts=previous_ts), response.get("channel")
         except DeliveryError as exc:
             if exc.reason not in {"message_not_found", "cant_update_message"}:
                 raise
             log.warning("the earlier digest in %s is gone (%s): posting anew", channel, exc.reason)
-    response = _call(channel, lambda: client.chat_postMessage(
-        channel=channel, text=text, blocks=blocks, unfurl_links=False))
-    ts = response.get("ts")
-    log.info("posted the digest to %s (ts %s)", channel, ts)
-    return Delivery(channel=channel, status="posted", ts=ts), response.get("channel")
+    elif marker and search:
+        found = _recover(client, channel, marker)
+        if found is not None:
+            channel_id, ts = found
+            _update(client, channel, channel_id, ts, text, blocks, marker)
+            log.info("found the digest posted earlier in %s (ts %s): updated it", channel, ts)
+            return Delivery(channel=channel, status="posted", ts=ts), channel_id
+    poster = slack_client(token, base_url, safe_only=True)
+    extra = {"metadata": marker} if marker else {}
+    for attempt in range(1, POST_ATTEMPTS + 1):
+        try:
+            response = poster.chat_postMessage(
+                channel=channel, text=text, blocks=blocks, unfurl_links=False, **extra)
+        except Exception as exc:  # noqa: BLE001 - classified below; others become DeliveryError
+            if not _ambiguous(exc):  # Slack's refusal or a connection never made: as _call words it
+                _call(channel, lambda exc=exc: _reraise(exc))
+                raise
+            what = type(exc).__name__
+            if getattr(exc, "response", None) is not None:
+                what = f"HTTP {exc.response.status_code}"
+            log.warning("Slack's answer to the digest post in %s was lost (%s)", channel, what)
+            if marker is None or attempt == POST_ATTEMPTS:
+                raise DeliveryError(
+                    f"Slack could not be reached for {channel}: {what} "
+                    "(the digest may have been posted; the next run or `growth deliver` finds it)",
+                    reason="connection_error",
+                ) from None
+            found = _recover(client, channel, marker)
+            if found is not None:
+                channel_id, ts = found
+                log.info("the lost post reached %s (ts %s)", channel, ts)
+                return Delivery(channel=channel, status="posted", ts=ts), channel_id
+            continue
+        ts = response.get("ts")
+        fault_point("slack.posted")
+        log.info("posted the digest to %s (ts %s)", channel, ts)
+        return Delivery(channel=channel, status="posted", ts=ts), response.get("channel")
+    raise AssertionError("unreachable")
+
+
+def _reraise(exc: BaseException):
+    raise exc
+
+
+def deliver_once(store, token: str, report, ui_url: str | None = None, chart: Path | None = None) -> Delivery:
+    """Deliver ``report`` (a framework.report.Report) to its channel exactly once per
+    (framework, as_of, channel), keeping the message in ``store`` (a tasks.store.MetricStore):
+    the stored ts is updated (chat.update); before a first post its intent is recorded
+    (status ``pending``), so that a run killed between Slack's answer and the store's record
+    makes the next one search the channel (:func:`deliver`'s ``search``) instead of posting
+    again. When the quality gate failed, the message is the data-quality alert. The funnel
+    chart goes into the thread of a first post. Raises DeliveryError (the outcome recorded)."""
+    from datetime import date
+
+    from framework.digest import (
+        fallback_text,
+        render_blocks,
+        render_quality_alert_blocks,
+        render_quality_alert_text,
+    )
+
+    as_of = date.fromisoformat(report.result.as_of)
+    channel = report.delivery.channel
+    failed_gate = report.data_quality.status == "failed"
+    previous = store.get_delivery(report.framework, as_of, channel)
+    if failed_gate:
+        text, blocks = render_quality_alert_text(report, ui_url), render_quality_alert_blocks(report, ui_url)
+    else:
+        text, blocks = fallback_text(report), render_blocks(report, ui_url)
+    if previous is None:
+        store.record_delivery(report.framework, as_of, channel, None, None, "pending")
+    try:
+        delivery, channel_id = deliver(
+            token, channel, text, blocks,
+            previous_channel_id=previous.channel_id if previous else None,
+            previous_ts=previous.ts if previous else None,
+            marker=digest_marker(report.framework, report.result.as_of, channel),
+            search=previous is not None and previous.ts is None,
+        )
+    except DeliveryError:
+        store.record_delivery(report.framework, as_of, channel, None, None, "failed")  # keeps a stored ts
+        raise
+    store.record_delivery(report.framework, as_of, channel, channel_id, delivery.ts, delivery.status)
+    if chart is not None and delivery.status == "posted" and delivery.ts and not failed_gate:
+        upload_chart(token, channel_id or channel, delivery.ts, chart, f"{report.framework} funnel {as_of}")
+    if failed_gate:
+        return Delivery(channel=delivery.channel, status="skipped", ts=delivery.ts)  # the digest itself was not published
+    return delivery
 
 
 # --------------------------------------------------------------------------- channels, chart, alert

@@ -2,8 +2,11 @@
 
 It answers the methods the project uses, checks the bot token, knows a few
 channels, records every request in ``calls`` (tests assert on what it received),
-and can be told to fail the next calls (HTTP 429 with Retry-After, HTTP 5xx),
-optionally only those to one method, to exercise the client's retries.
+and can be scripted to fail the next calls, optionally only those to one method:
+HTTP 429 with Retry-After or HTTP 5xx (``fail_next``), a Slack refusal such as
+``missing_scope`` (``refuse_next``), an answer that comes too late for the client's
+timeout (``delay_next``) or never comes (``drop_next``: the connection is closed). A
+delayed or dropped request is carried out first, as Slack would have done.
 
 What it checks, as Slack does:
 
@@ -15,6 +18,9 @@ What it checks, as Slack does:
   most 40,000 characters (``msg_too_long``);
 * ``conversations.list``: one channel per page with ``response_metadata.next_cursor``
   (pagination is exercised), ``types`` and ``exclude_archived`` honoured;
+* ``conversations.history``: a channel *ID*; the channel's messages newest first, ``limit``
+  a page (``next_cursor``), each message's ``metadata`` only with ``include_all_metadata``
+  (messages keep the ``metadata`` they were posted or last updated with);
 * ``files.getUploadURLExternal``: ``filename`` and ``length``; answers an ``upload_url``
   on this server (``/upload/<file_id>``, no token needed, like Slack's pre-signed URL);
 * the upload POST: the raw bytes are recorded (``Call.raw``), answered ``OK - <n>``;
@@ -29,9 +35,11 @@ form-encoded (``conversations.list``, the ``files.*`` methods) or JSON
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -147,6 +155,8 @@ class SlackStandIn:
     failures: list[tuple[int, dict[str, str], str | None]] = field(default_factory=list)
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refusals: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)
+    answers: list[tuple[str, float, str | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._ts = itertools.count(1)
@@ -177,7 +187,14 @@ class SlackStandIn:
                 token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else body.get("token")
                 method = url.path.rsplit("/", 1)[-1]
                 status, headers, answer = standin._answer(method, token, body, raw, self.path)
-                self._reply(status, headers, json.dumps(answer).encode(), "application/json; charset=utf-8")
+                late = standin._take_answer(method)
+                if late is not None and late[0] == "drop":  # carried out, never answered
+                    self.close_connection = True
+                    return
+                if late is not None:
+                    time.sleep(late[1])
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up waiting
+                    self._reply(status, headers, json.dumps(answer).encode(), "application/json; charset=utf-8")
 
             def _reply(self, status: int, headers: dict[str, str], data: bytes, content_type: str) -> None:
                 self.send_response(status)
@@ -221,8 +238,25 @@ class SlackStandIn:
         for the file bytes' POST) with HTTP ``status``."""
         self.failures.extend([(status, headers or {}, method)] * times)
 
+    def refuse_next(self, error: str, times: int = 1, method: str | None = None, **extra: Any) -> None:
+        """Answer the next ``times`` API calls (to ``method`` only, when given) with HTTP 200
+        ``{"ok": false, "error": error, **extra}`` (e.g. ``missing_scope``, ``needed=...``)."""
+        self.refusals.extend([(error, extra, method)] * times)
+
+    def delay_next(self, seconds: float, times: int = 1, method: str | None = None) -> None:
+        """Carry out the next ``times`` API calls, then wait ``seconds`` before answering."""
+        self.answers.extend([("delay", seconds, method)] * times)
+
+    def drop_next(self, times: int = 1, method: str | None = None) -> None:
+        """Carry out the next ``times`` API calls, then close the connection without an answer."""
+        self.answers.extend([("drop", 0.0, method)] * times)
+
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
+
+    def channel_messages(self, channel_id: str) -> list[dict[str, Any]]:
+        """The messages of a channel (by ID), oldest first, each with its ``ts``."""
+        return [{**m, "ts": ts} for ts, m in sorted(self.messages.items()) if m.get("channel_id") == channel_id]
 
     # ----------------------------------------------------------------------- answers
 
@@ -231,6 +265,21 @@ class SlackStandIn:
             if only is None or only == method:
                 del self.failures[i]
                 return status, headers
+        return None
+
+    def _take_answer(self, method: str) -> tuple[str, float] | None:
+        with self._lock:
+            for i, (kind, seconds, only) in enumerate(self.answers):
+                if only is None or only == method:
+                    del self.answers[i]
+                    return kind, seconds
+        return None
+
+    def _take_refusal(self, method: str) -> dict[str, Any] | None:
+        for i, (error, extra, only) in enumerate(self.refusals):
+            if only is None or only == method:
+                del self.refusals[i]
+                return {"ok": False, "error": error, **extra}
         return None
 
     def _upload(self, file_id: str, raw: bytes, path: str) -> tuple[int, dict[str, str], str]:
@@ -256,12 +305,17 @@ class SlackStandIn:
                 return status, headers, {"ok": False, "error": "ratelimited" if status == 429 else "internal_error"}
             if token != VALID_TOKEN:
                 return 200, {}, {"ok": False, "error": "invalid_auth"}
+            refusal = self._take_refusal(method)
+            if refusal is not None:
+                return 200, {}, refusal
             if method == "auth.test":
                 return 200, {}, {"ok": True, "team": "test", "user": "growth-bot"}
             if method in {"chat.postMessage", "chat.update"}:
                 return self._chat(method, body)
             if method == "conversations.list":
                 return self._conversations_list(body)
+            if method == "conversations.history":
+                return self._conversations_history(body)
             if method == "files.getUploadURLExternal":
                 return self._get_upload_url(body)
             if method == "files.completeUploadExternal":
@@ -305,6 +359,26 @@ class SlackStandIn:
         page = visible[index : index + 1]
         following = f"page-{index + 1}" if index + 1 < len(visible) else ""
         return 200, {}, {"ok": True, "channels": page, "response_metadata": {"next_cursor": following}}
+
+    def _conversations_history(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict]:
+        channel_id = str(body.get("channel") or "")
+        if channel_id not in CHANNEL_IDS:
+            return 200, {}, {"ok": False, "error": "channel_not_found"}
+        with_metadata = str(body.get("include_all_metadata", "")).lower() in {"1", "true"}
+        newest_first = list(reversed(self.channel_messages(channel_id)))
+        try:
+            limit = int(body.get("limit") or 100)
+            start = int(str(body.get("cursor") or "hist-0").removeprefix("hist-"))
+        except ValueError:
+            return 200, {}, {"ok": False, "error": "invalid_cursor"}
+        page = [
+            {"type": "message", "ts": m["ts"], "text": m.get("text"),
+             **({"metadata": m["metadata"]} if with_metadata and m.get("metadata") else {})}
+            for m in newest_first[start : start + limit]
+        ]
+        following = f"hist-{start + limit}" if start + limit < len(newest_first) else ""
+        return 200, {}, {"ok": True, "messages": page, "has_more": bool(following),
+                         "response_metadata": {"next_cursor": following}}
 
     def _get_upload_url(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict]:
         filename = body.get("filename")
