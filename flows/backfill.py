@@ -49,7 +49,8 @@ def growth_backfill(
         end: Last as_of date (UTC), inclusive.
         framework_path: The framework file (YAML) describing sources and steps.
         force: Recompute dates that are already stored (otherwise they are skipped, so a
-            re-run resumes where an interrupted backfill stopped).
+            re-run resumes where an interrupted backfill stopped; days the quality gate
+            blocked are always recomputed).
     """
     logger = get_run_logger()
     if end < start:
@@ -66,13 +67,14 @@ def growth_backfill(
     try:
         for i in range(days):
             as_of = start + timedelta(days=i)
-            if not force and store.has_results(inputs.cfg.name, as_of):
+            if not force and store.has_results(inputs.cfg.name, as_of, passed_only=True):
                 outcome["skipped"].append(as_of.isoformat())
             else:
                 run = store.begin_run(inputs.cfg.name, inputs.framework_hash, as_of, None)
                 day = compute_day(inputs, store, as_of)
                 report = day.report
                 if report.data_quality.status == "failed":
+                    store_task(store, run, day, failed_quality=True)
                     store.finish_run(run, "failed_quality", "failed", "skipped")
                     outcome["failed_quality"].append(as_of.isoformat())
                     logger.warning("%s", "; ".join(gate_error(report).problems))

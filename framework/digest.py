@@ -713,3 +713,31 @@ def render_quality_alert_blocks(report: Report, ui_url: str | None = None) -> li
     if actions is not None:
         blocks.append(actions)
     return blocks
+
+
+def escape_markdown_cell(text: str) -> str:
+    """Text from the data inside a markdown table cell: no table breaks, no HTML, no mentions."""
+    return (
+        str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+        .replace("\n", " ")
+    )
+
+
+def render_quality_markdown(report: Report, data_docs_url: str | None = None) -> str:
+    """The data-quality summary (a Prefect markdown artifact): the gate's status, every
+    failed or warned check with its observed value, and a link to the run's GX Data Docs."""
+    dq = report.data_quality
+    lines = [f"**Data quality: {dq.status}** ({len(dq.checks)} {plural('check', len(dq.checks))})", ""]
+    flagged = [c for c in dq.checks if not c.success]
+    if flagged:
+        lines += ["| check | severity | target | observed |", "|---|---|---|---|"]
+        lines += [
+            f"| {escape_markdown_cell(c.name)} | {c.severity} | {escape_markdown_cell(c.target)} "
+            f"| {escape_markdown_cell(c.observed)} |"
+            for c in flagged
+        ]
+    else:
+        lines.append("Every check passed.")
+    if data_docs_url:
+        lines += ["", f"Great Expectations Data Docs: <{data_docs_url}>"]
+    return "\n".join(lines)

@@ -35,10 +35,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cache
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
 
@@ -144,14 +146,45 @@ def _gx() -> SimpleNamespace:
     return SimpleNamespace(gx=gx, gxe=gxe, ProgressBarsConfig=ProgressBarsConfig)
 
 
-def _new_batch_definition() -> Any:
+@dataclass
+class _Context:
+    """One ephemeral GX context per run: its pandas batch definition and, when asked
+    for, a Data Docs site (static HTML) built from this run's validation results."""
+
+    ctx: Any
+    batch_definition: Any
+
+
+DOCS_SITE = "growth"
+
+
+def _new_context() -> _Context:
     """One ephemeral context with a pandas whole-dataframe batch definition."""
     g = _gx()
     ctx = g.gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = g.ProgressBarsConfig(globally=False, metric_calculations=False)
     source = ctx.data_sources.add_pandas("growth_quality")
     asset = source.add_dataframe_asset("frames")
-    return asset.add_batch_definition_whole_dataframe("whole_frame")
+    return _Context(ctx, asset.add_batch_definition_whole_dataframe("whole_frame"))
+
+
+def build_data_docs(context: _Context, directory: Path) -> Path:
+    """Render this run's validation results as GX Data Docs (static HTML) into ``directory``.
+
+    The directory is emptied first, so it shows exactly one run. Returns the index page.
+    """
+    directory = directory.resolve()
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    context.ctx.add_data_docs_site(DOCS_SITE, {
+        "class_name": "SiteBuilder",
+        "show_how_to_buttons": False,
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(directory)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    })
+    context.ctx.build_data_docs(site_names=[DOCS_SITE])
+    return directory / "index.html"
 
 
 # GX's cost is per expectation and grows with the metrics its result format asks
@@ -161,16 +194,23 @@ _COUNTS: dict[str, Any] = {"result_format": "BASIC"}
 _BY_STEP: dict[str, Any] = {"result_format": "COMPLETE", "unexpected_index_column_names": ["step"]}
 
 
-def _validate(batch_definition: Any, suite: Suite) -> list[QualityCheck]:
+def _validate(context: _Context, suite: Suite) -> list[QualityCheck]:
     if not suite.checks:
         return []
     if not suite.expectations:  # only skipped checks: nothing for GX to do
         return [_check(spec, [], suite.frame) for spec in suite.checks]
-    gx_suite = _gx().gx.ExpectationSuite(name=suite.name)
+    g = _gx().gx
+    gx_suite = context.ctx.suites.add(g.ExpectationSuite(name=suite.name))
     for expectation in suite.expectations:
         gx_suite.add_expectation(expectation)
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": suite.frame})
-    outcome = batch.validate(gx_suite, result_format=_BY_STEP if suite.per_step else _COUNTS)
+    # A validation definition (not batch.validate) so the result lands in the context's
+    # validation results store, from which Data Docs are built.
+    definition = context.ctx.validation_definitions.add(
+        g.ValidationDefinition(name=suite.name, data=context.batch_definition, suite=gx_suite)
+    )
+    outcome = definition.run(
+        batch_parameters={"dataframe": suite.frame}, result_format=_BY_STEP if suite.per_step else _COUNTS
+    )
     by_id = {r.expectation_config.meta.get("check"): r for r in outcome.results}
     return [_check(spec, [by_id.get(i) for i in spec.expectations], suite.frame) for spec in suite.checks]
 
@@ -845,8 +885,12 @@ def run_quality_checks(
     cfg: FrameworkConfig,
     as_of: date,
     previous: dict[str, tuple[int, int]] | None = None,
+    data_docs_dir: str | Path | None = None,
 ) -> list[QualityCheck]:
     """Validate the extracted frames (and the metrics, when given) with Great Expectations.
+
+    ``data_docs_dir``: when given, the run's validation results are also rendered
+    there as GX Data Docs (static HTML, ``index.html``; the directory is replaced).
 
     ``previous``: the previous run's (entered, reached) by step key, for the
     metrics.<step>.anomaly checks (skipped when None).
@@ -865,8 +909,10 @@ def run_quality_checks(
     ]
     if result is not None:
         suites.append(metric_suite(cfg, result, metrics_frame(result, previous), previous))
-    batch_definition = _new_batch_definition()
+    context = _new_context()
     checks: list[QualityCheck] = []
     for suite in suites:
-        checks += _validate(batch_definition, suite)
+        checks += _validate(context, suite)
+    if data_docs_dir is not None:
+        build_data_docs(context, Path(data_docs_dir))
     return checks

@@ -12,7 +12,9 @@ Tables and their grain (see docs/store.md):
   quality_status, delivery_status, flow_run_id, error.
 * ``gf_snapshots``: one row per framework x as_of: the committed results
   (run_id, version: 1 for the first commit, +1 per later commit,
-  committed_at, report_json: the full report).
+  committed_at, report_json: the full report, status: ``succeeded`` or
+  ``failed_quality``: results the quality gate blocked are stored too, but
+  trends, the previous-run comparison and the history export leave them out).
 * ``gf_step_metrics``: one row per framework x as_of x step: every scalar key
   of the report's ``steps`` (``key`` is column ``step``).
 * ``gf_cohort_metrics``: one row per framework x as_of x cohort x segment x
@@ -152,7 +154,9 @@ snapshots = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("committed_at", UTCDateTime, nullable=False),
     sa.Column("report_json", sa.Text),
+    sa.Column("status", sa.String(32), nullable=False, server_default="succeeded"),
 )
+SNAPSHOT_STATUSES = ("succeeded", "failed_quality")
 STEP_INT = ("entered", "reached", "lost", "previous_entered", "previous_reached")
 STEP_FLOAT = (
     "conversion", "overall_conversion", "median_hours", "p90_hours", "previous_conversion",
@@ -556,6 +560,7 @@ class MetricStore:
     def commit_results(
         self, run: RunHandle, report: dict, watermarks: dict[str, datetime] | None = None,
         milestones: pd.DataFrame | None = None, reset_steps: list[str] | None = None,
+        status: str = "succeeded",
     ) -> int:
         """Store ``report`` as the results of (run.framework, run.as_of), in one transaction.
 
@@ -564,7 +569,14 @@ class MetricStore:
         stored milestones of these steps are deleted first, for a full refresh). Returns the new
         version. Raises `ConcurrentRunError` (and marks this run ``superseded``)
         when another run committed the same as_of since `begin_run`.
+
+        ``status`` ``failed_quality``: results the quality gate blocked. They replace the
+        as_of's results like any commit (the newest computation of a day is the one
+        stored), but `trend`, `step_history` and ``load_report(passed_only=True)`` skip
+        them; store no milestones or watermarks with them (the next run must re-read).
         """
+        if status not in SNAPSHOT_STATUSES:
+            raise ValueError(f"snapshot status must be one of {', '.join(SNAPSHOT_STATUSES)}, not {status!r}")
         reported = report.get("as_of")
         if reported is not None and _as_date(reported) != run.as_of:
             raise ValueError(f"report as_of {reported} does not match the run's as_of {run.as_of}")
@@ -573,7 +585,7 @@ class MetricStore:
         rows = _metric_rows(run.framework, run.as_of, report)
         lost = False
         with self._write("write the results") as conn:
-            claimed, previous_run = self._claim_snapshot(conn, run, payload)
+            claimed, previous_run = self._claim_snapshot(conn, run, payload, status)
             if not claimed:
                 lost = True
             else:
@@ -601,7 +613,9 @@ class MetricStore:
             raise ConcurrentRunError(message)
         return run.base_version + 1
 
-    def _claim_snapshot(self, conn: sa.Connection, run: RunHandle, payload: str) -> tuple[bool, int | None]:
+    def _claim_snapshot(
+        self, conn: sa.Connection, run: RunHandle, payload: str, status: str = "succeeded"
+    ) -> tuple[bool, int | None]:
         """Insert (base 0) or bump (base n) the snapshot row, locking it until commit.
 
         Returns (claimed, the run id of the results being replaced); claimed is
@@ -609,7 +623,7 @@ class MetricStore:
         """
         where = (snapshots.c.framework == run.framework, snapshots.c.as_of == run.as_of)
         values = {"run_id": run.run_id, "version": run.base_version + 1,
-                  "committed_at": _now(), "report_json": payload}
+                  "committed_at": _now(), "report_json": payload, "status": status}
         if run.base_version == 0:
             try:
                 with conn.begin_nested():
@@ -627,11 +641,13 @@ class MetricStore:
         )
         return done.rowcount == 1, current.run_id
 
-    def has_results(self, framework: str, as_of: date) -> bool:
+    def has_results(self, framework: str, as_of: date, passed_only: bool = False) -> bool:
+        """Whether results of (framework, as_of) are stored (``passed_only``: and not ``failed_quality``)."""
+        where = [snapshots.c.framework == framework, snapshots.c.as_of == _as_date(as_of)]
+        if passed_only:
+            where.append(snapshots.c.status == "succeeded")
         with self._read("read the store") as conn:
-            return conn.execute(
-                sa.select(sa.literal(1)).where(snapshots.c.framework == framework, snapshots.c.as_of == _as_date(as_of))
-            ).first() is not None
+            return conn.execute(sa.select(sa.literal(1)).where(*where)).first() is not None
 
     def stored_dates(self, framework: str) -> list[date]:
         with self._read("read the store") as conn:
@@ -647,8 +663,9 @@ class MetricStore:
             ).scalar_one_or_none()
         return int(version or 0)
 
-    def load_report(self, framework: str, as_of: date) -> dict | None:
-        """The stored report of (framework, as_of), or None.
+    def load_report(self, framework: str, as_of: date, passed_only: bool = False) -> dict | None:
+        """The stored report of (framework, as_of), or None (also when ``passed_only`` and
+        the stored results are ``failed_quality``).
 
         Snapshots written before schema revision 0002 have no report JSON: their
         report is rebuilt from the metric tables (framework, as_of, steps, cohorts,
@@ -657,16 +674,18 @@ class MetricStore:
         as_of = _as_date(as_of)
         with self._read("read the store") as conn:
             row = conn.execute(
-                sa.select(snapshots.c.report_json).where(snapshots.c.framework == framework, snapshots.c.as_of == as_of)
+                sa.select(snapshots.c.report_json, snapshots.c.status)
+                .where(snapshots.c.framework == framework, snapshots.c.as_of == as_of)
             ).first()
-            if row is None:
+            if row is None or (passed_only and row.status != "succeeded"):
                 return None
             if row.report_json:
                 return json.loads(row.report_json)
             return _rebuild_report(conn, framework, as_of)
 
     def trend(self, framework: str, as_of: date, limit: int = 28) -> dict[str, list[tuple[date, float | None]]]:
-        """Per step key, the conversion of the last ``limit`` snapshots with as_of' <= as_of, oldest first.
+        """Per step key, the conversion of the last ``limit`` passed snapshots with as_of' <= as_of,
+        oldest first (``failed_quality`` results are left out).
 
         Every list has one entry per such snapshot (the same dates for every step;
         conversion None where the step was untracked or absent). Steps are in the
@@ -678,14 +697,14 @@ class MetricStore:
         with self._read("read the store") as conn:
             dates = sorted(conn.execute(
                 sa.select(snapshots.c.as_of)
-                .where(snapshots.c.framework == framework, snapshots.c.as_of <= as_of)
+                .where(snapshots.c.framework == framework, snapshots.c.as_of <= as_of, snapshots.c.status == "succeeded")
                 .order_by(snapshots.c.as_of.desc()).limit(limit)
             ).scalars())
             if not dates:
                 return {}
             rows = conn.execute(
                 sa.select(step_metrics.c.as_of, step_metrics.c.step, step_metrics.c.position, step_metrics.c.conversion)
-                .where(step_metrics.c.framework == framework, step_metrics.c.as_of.between(dates[0], dates[-1]))
+                .where(step_metrics.c.framework == framework, step_metrics.c.as_of.in_(dates))
                 .order_by(step_metrics.c.as_of, step_metrics.c.position)
             ).all()
         values: dict[str, dict[date, float | None]] = {}
@@ -697,11 +716,13 @@ class MetricStore:
         return {k: [(d, values[k].get(d)) for d in dates] for k in order}
 
     def step_history(self, framework: str) -> pd.DataFrame:
-        """One row per as_of x step (ordered by as_of, position): the stored step metrics."""
+        """One row per as_of x step (ordered by as_of, position): the stored step metrics of
+        passed runs (``failed_quality`` results are left out)."""
         cols = [step_metrics.c[c] for c in HISTORY_COLUMNS]
+        passed = sa.select(snapshots.c.as_of).where(snapshots.c.framework == framework, snapshots.c.status == "succeeded")
         with self._read("read the store") as conn:
             rows = conn.execute(
-                sa.select(*cols).where(step_metrics.c.framework == framework)
+                sa.select(*cols).where(step_metrics.c.framework == framework, step_metrics.c.as_of.in_(passed))
                 .order_by(step_metrics.c.as_of, step_metrics.c.position, step_metrics.c.step)
             ).all()
         frame = pd.DataFrame([tuple(r) for r in rows], columns=HISTORY_COLUMNS)

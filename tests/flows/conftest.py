@@ -27,3 +27,16 @@ def session_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         os.environ.pop("GROWTH_STORE_URL", None)
     else:
         os.environ["GROWTH_STORE_URL"] = previous
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_data_docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """GX Data Docs of the session's runs go to a temporary directory, not the checkout's data/."""
+    path = str(tmp_path_factory.mktemp("data-docs"))
+    previous = os.environ.get("GROWTH_DATA_DOCS_DIR")
+    os.environ["GROWTH_DATA_DOCS_DIR"] = path
+    yield path
+    if previous is None:
+        os.environ.pop("GROWTH_DATA_DOCS_DIR", None)
+    else:
+        os.environ["GROWTH_DATA_DOCS_DIR"] = previous

@@ -3,19 +3,22 @@ the freshness checks fail, the gate blocks publication, the flow fails with the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import date
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from flows.daily import growth_digest
+from flows.daily import data_docs_dir, growth_digest
 from framework.errors import QualityGateError
+from tasks.store import MetricStore, runs
 from tests.integration.test_extract_sqlite import AS_OF, FRAMEWORK, team_sources  # noqa: F401 - fixture
 
 
 def test_stale_sources_block_publication(
-    tmp_path: Path, team_sources: dict[str, str], monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    tmp_path: Path, team_sources: dict[str, str], monkeypatch: pytest.MonkeyPatch, session_store: str,  # noqa: F811
 ) -> None:
     for name, url in team_sources.items():
         monkeypatch.setenv(name, url)
@@ -35,6 +38,40 @@ def test_stale_sources_block_publication(
     assert any("freshness" in line for line in err.value.problems)
     assert err.value.report.result.as_of == AS_OF.isoformat() == report["as_of"]
     assert isinstance(AS_OF, date)
+
+    # the blocked metrics are stored all the same, marked, and kept out of trends
+    with MetricStore.open(session_store) as store:
+        assert store.load_report(report["framework"], AS_OF) == report
+        assert not store.has_results(report["framework"], AS_OF, passed_only=True)
+        assert store.trend(report["framework"], AS_OF) == {}
+        assert store.get_watermarks(report["framework"]) == {}  # the next run reads everything again
+        with store.engine.connect() as conn:
+            statuses = conn.execute(sa.select(runs.c.status).where(runs.c.as_of == AS_OF)).scalars().all()
+    assert statuses[-1] == "failed_quality"
+
+    # every validation result is also in the run's GX Data Docs, static HTML
+    docs = data_docs_dir(report["framework"], AS_OF)
+    index = docs / "index.html"
+    assert index.exists()
+    pages = list(docs.glob("validations/**/*.html"))
+    assert {p.parts[p.parts.index("validations") + 1] for p in pages} >= {"entities", "milestones", "steps", "metrics"}
+    steps_page = next(p for p in pages if "validations/steps/" in p.as_posix()).read_text(encoding="utf-8")
+    assert "Failed" in steps_page or "failed" in steps_page
+
+    # ... and the run's data-quality artifact names the failed check and links the docs
+    async def quality_artifact() -> str:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        async with get_client() as client:
+            (latest,) = await client.read_latest_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["growth-team-funnel-data-quality"]))
+            )
+            return latest.data
+
+    markdown = asyncio.run(quality_artifact())
+    assert "**Data quality: failed**" in markdown and "steps.team.freshness" in markdown
+    assert index.as_uri() in markdown
 
 
 def test_blocked_digest_sends_a_quality_alert_instead(

@@ -7,6 +7,7 @@ fires for the wrong reason (or a second one that fires along) shows up.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
 from datetime import date
 
@@ -266,6 +267,27 @@ def test_gx_stays_quiet(entities, milestones, stats, result, cfg, capfd, caplog)
     captured = capfd.readouterr()
     assert captured.err == ""
     assert not [r for r in caplog.records if r.name.startswith("great_expectations") and r.levelno < logging.WARNING]
+
+
+def test_data_docs_render_every_suite_as_static_html(entities, milestones, stats, result, cfg, tmp_path, capfd):
+    docs = tmp_path / "docs"
+    (docs / "stale").mkdir(parents=True)
+    (docs / "stale" / "old.html").write_text("from an earlier run")
+    dupes = pd.concat([entities, entities.iloc[[3]]], ignore_index=True)
+    checks = run_quality_checks(dupes, milestones, stats, result, cfg, AS_OF, data_docs_dir=docs)
+    assert capfd.readouterr().err == ""  # no progress bars or chatter while building the docs
+    assert not (docs / "stale").exists()  # the directory shows exactly this run
+    index = (docs / "index.html").read_text(encoding="utf-8")
+    pages = {p.relative_to(docs / "validations").parts[0]: p for p in docs.glob("validations/**/*.html")}
+    assert set(pages) == {"entities", "volume", "milestones", "steps", "metrics"}
+    for suite in pages:
+        assert suite in index
+    # the entity page shows the failed uniqueness expectation (the gate's entities.id_unique check)
+    assert not failing(checks)["entities.id_unique"].success
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", pages["entities"].read_text(encoding="utf-8")))
+    # 99 rows of which the two copies of one id are unexpected (GX counts both occurrences)
+    assert "values must be unique. 2 unexpected values found. ≈2.02% of 99 total rows" in text
+    assert len(dupes) == 99
 
 
 # ------------------------------------------------------------ failure kinds

@@ -155,7 +155,7 @@ def test_migrations_create_every_table_and_match_the_models(store: MetricStore, 
     try:
         with engine.connect() as conn:
             assert set(sa.inspect(conn).get_table_names()) >= ALL_TABLES
-            assert store_module.current_revision(conn) == store_module.head_revision() == "0002"
+            assert store_module.current_revision(conn) == store_module.head_revision() == "0003"
             context = MigrationContext.configure(conn, opts={"version_table": "gf_alembic_version"})
             diffs = [d for d in compare_metadata(context, store_module.metadata) if d[0] != "remove_table"]
             assert diffs == []
@@ -393,6 +393,32 @@ def test_step_history_has_one_row_per_as_of_and_step(store: MetricStore) -> None
     assert history.loc[0, "median_hours"] != history.loc[0, "median_hours"]  # NaN (None in the report)
     assert history["qualifying"].tolist() == [False, False, True] * 2
     assert store.step_history("nobody").columns.tolist() == HISTORY_COLUMNS
+
+
+def test_results_the_gate_blocked_are_stored_but_kept_out_of_trends_and_history(store: MetricStore) -> None:
+    days = [DAY + timedelta(days=i) for i in range(3)]
+    commit(store, make_report(days[0], scale=1))
+    blocked = make_report(days[1], scale=2)
+    run = store.begin_run(FW, "hash", days[1], "flow-run")
+    assert store.commit_results(run, blocked, status="failed_quality") == 1
+    store.finish_run(run, "failed_quality", "failed", "skipped")
+    commit(store, make_report(days[2], scale=3))
+
+    # stored, and readable as it was computed
+    assert store.load_report(FW, days[1]) == blocked
+    assert store.has_results(FW, days[1]) and not store.has_results(FW, days[1], passed_only=True)
+    assert store.load_report(FW, days[1], passed_only=True) is None
+    assert counts(store.url, days[1]) == expected_counts(blocked)
+    # ... but trends and the history export see only the passed days 0 and 2
+    assert [d for d, _ in store.trend(FW, days[2])["signup"]] == [days[0], days[2]]
+    assert sorted(set(store.step_history(FW)["as_of"])) == [days[0], days[2]]
+    with pytest.raises(ValueError, match="snapshot status"):
+        store.commit_results(store.begin_run(FW, "hash", days[1], None), blocked, status="weird")
+
+    # a later passing run of the blocked day replaces it and brings it back into trends
+    commit(store, make_report(days[1], scale=4))
+    assert store.has_results(FW, days[1], passed_only=True)
+    assert [d for d, _ in store.trend(FW, days[2])["signup"]] == days
 
 
 def test_deliveries_roundtrip(store: MetricStore) -> None:

@@ -560,3 +560,29 @@ def test_quality_alert() -> None:
 )
 def test_duration_boundaries(hours: float, expected: str) -> None:
     assert fmt_duration(hours) == expected
+
+
+# ---------------------------------------------------------------- data-quality artifact
+
+
+def test_quality_markdown_lists_flagged_checks_and_links_the_data_docs() -> None:
+    report = make_report(checks=[
+        QualityCheck("entities.id_unique", "entities.id", "error", False, "2 duplicate ids"),
+        QualityCheck("entities.origin.allowed", "entities.origin", "error", False, "unknown: <!channel>, a|b"),
+        QualityCheck("steps.paid.freshness", "paid", "error", True, "3.2 h"),
+    ])
+    md = digest.render_quality_markdown(report, "file:///srv/docs/index.html")
+    lines = md.splitlines()
+    assert lines[0] == "**Data quality: failed** (3 checks)"
+    rows = [line for line in lines if line.startswith("| entities.")]
+    assert len(rows) == 2  # the passed check is not listed
+    # text from the data cannot break the table or mention anyone
+    assert rows[1] == "| entities.origin.allowed | error | entities.origin | unknown: &lt;!channel&gt;, a\\|b |"
+    assert "<!channel>" not in md
+    assert lines[-1] == "Great Expectations Data Docs: <file:///srv/docs/index.html>"
+
+
+def test_quality_markdown_when_every_check_passed() -> None:
+    report = make_report(checks=[QualityCheck("steps.paid.freshness", "paid", "error", True, "3.2 h")])
+    md = digest.render_quality_markdown(report)
+    assert md.splitlines() == ["**Data quality: passed** (1 check)", "", "Every check passed."]
