@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,11 +18,6 @@ from pydantic import Field
 
 from framework.config import FrameworkConfig, load_config
 from framework.digest import (
-    fallback_text,
-    render_blocks,
-    render_quality_alert_blocks,
-    render_quality_alert_text,
-    render_quality_markdown,
     render_text,
 )
 from framework.engine import as_of_end, compute
@@ -32,6 +26,7 @@ from framework.milestones import assemble, merge_milestones, step_definition
 from framework.report import DataQuality, Delivery, FunnelResult, Report
 from framework.trend import RUNS_AGO_NEEDED, attach_trends
 from tasks import extract, publish, secrets
+from tasks.faults import fault_point
 from tasks.store import ConcurrentRunError, MetricStore, RunHandle, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +78,7 @@ def check_schema_task(cfg: FrameworkConfig, sources: extract.Sources) -> None:
 
 @task(name="extract", timeout_seconds=3600, **_io)
 def extract_task(cfg: FrameworkConfig, sources: extract.Sources, end: datetime, since: dict[str, datetime]):
+    fault_point("extract")  # a test hook (tasks/faults.py): the run holds here when told to
     entities, aggregates = extract.extract_all(cfg, sources, end, since)
     records = {k: int(a["records"].sum()) for k, a in aggregates.items()}
     get_run_logger().info(
@@ -106,28 +102,14 @@ def validate_task(
 ) -> DataQuality:
     from tasks.quality import run_quality_checks
 
-    return DataQuality.from_checks(run_quality_checks(
-        entities, milestones, stats, result, cfg, as_of, previous=previous, data_docs_dir=data_docs_dir(cfg.name, as_of),
-    ))
-
-
-DATA_DOCS_ENV = "GROWTH_DATA_DOCS_DIR"
-
-
-def data_docs_dir(framework: str, as_of: date) -> Path:
-    """Where a run's GX Data Docs go: $GROWTH_DATA_DOCS_DIR (default <GROWTH_DATA_DIR or
-    data>/data-docs) / <framework slug> / <as_of>/ (a re-run of the day replaces it)."""
-    root = os.environ.get(DATA_DOCS_ENV) or str(Path(os.environ.get("GROWTH_DATA_DIR", "data")) / "data-docs")
-    return Path(root).resolve() / _slug(framework) / as_of.isoformat()
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    return DataQuality.from_checks(
+        run_quality_checks(entities, milestones, stats, result, cfg, as_of, previous=previous)
+    )
 
 
 def previous_run(store: MetricStore, framework: str, as_of: date) -> dict[str, tuple[int, int]] | None:
     """The stored run of the day before, per step (entered, reached), for the anomaly check."""
-    prev = store.load_report(framework, as_of - timedelta(days=1), passed_only=True)
+    prev = store.load_report(framework, as_of - timedelta(days=1))
     if prev is None:
         return None
     return {
@@ -137,13 +119,8 @@ def previous_run(store: MetricStore, framework: str, as_of: date) -> dict[str, t
 
 
 @task(name="store-results", **_io)
-def store_task(store: MetricStore, run: RunHandle, day: Day, failed_quality: bool = False) -> int:
-    """Results, milestones and watermarks in one transaction: the watermark moves only with them.
-
-    Results the quality gate blocked are stored with status ``failed_quality`` (kept out of
-    trends), without milestones or watermarks: the next run reads those records again."""
-    if failed_quality:
-        return store.commit_results(run, day.report.to_dict(), status="failed_quality")
+def store_task(store: MetricStore, run: RunHandle, day: Day) -> int:
+    """Results, milestones and watermarks in one transaction: the watermark moves only with them."""
     return store.commit_results(
         run, day.report.to_dict(), watermarks=day.watermarks, milestones=day.milestones,
         reset_steps=day.reset_steps,
@@ -154,33 +131,13 @@ def store_task(store: MetricStore, run: RunHandle, day: Day, failed_quality: boo
 def publish_task(
     store: MetricStore, token: str, report: Report, ui_url: str | None, chart: Path | None = None
 ) -> Delivery:
-    """Post once per (framework, as_of, channel); a re-run updates that message. When the
-    quality gate failed, the message is the data-quality alert instead of the digest (a
-    later passing run turns it into the digest). The funnel chart goes into the thread of
-    the first post. The Slack client retries 429/5xx/connection errors itself, bounded."""
-    as_of = date.fromisoformat(report.result.as_of)
-    channel = report.delivery.channel
-    previous = store.get_delivery(report.framework, as_of, channel)
-    if report.data_quality.status == "failed":
-        text, blocks = render_quality_alert_text(report, ui_url), render_quality_alert_blocks(report, ui_url)
-    else:
-        text, blocks = fallback_text(report), render_blocks(report, ui_url)
-    try:
-        delivery, channel_id = publish.deliver(
-            token, channel, text, blocks,
-            previous_channel_id=previous.channel_id if previous else None,
-            previous_ts=previous.ts if previous else None,
-        )
-    except DeliveryError:
-        if previous is None or previous.ts is None:
-            store.record_delivery(report.framework, as_of, channel, None, None, "failed")
-        raise
-    store.record_delivery(report.framework, as_of, channel, channel_id, delivery.ts, delivery.status)
-    if chart is not None and delivery.status == "posted" and delivery.ts and report.data_quality.status != "failed":
-        publish.upload_chart(token, channel_id or channel, delivery.ts, chart, f"{report.framework} funnel {as_of}")
-    if report.data_quality.status == "failed":
-        return replace(delivery, status="skipped")  # the digest itself was not published
-    return delivery
+    """Post once per (framework, as_of, channel); a re-run updates that message, and a post
+    whose record was lost (a killed run, a lost answer) is found again, not repeated
+    (tasks.publish.deliver_once). When the quality gate failed, the message is the
+    data-quality alert instead of the digest (a later passing run turns it into the digest).
+    The funnel chart goes into the thread of the first post. The Slack client retries
+    429/5xx/connection errors itself, bounded."""
+    return publish.deliver_once(store, token, report, ui_url, chart)
 
 
 @dataclass(frozen=True)
@@ -282,11 +239,6 @@ def artifacts(report: Report, text: str, chart: Path | None = None) -> None:
         for s in report.to_dict()["steps"]
     ]
     create_table_artifact(table=rows, key=f"{key}-funnel", description="Every step, current period")
-    docs = data_docs_dir(report.framework, date.fromisoformat(report.result.as_of)) / "index.html"
-    create_markdown_artifact(
-        markdown=render_quality_markdown(report, docs.as_uri() if docs.exists() else None),
-        key=f"{key}-data-quality", description="Data-quality gate",
-    )
 
 
 @flow(name="growth-digest", flow_run_name=_flow_run_name, validate_parameters=True)
@@ -324,7 +276,6 @@ def growth_digest(
         report = day.report
         chart = _chart_path(report_json, token is not None)
         if report.data_quality.status == "failed":
-            store_task(store, run, day, failed_quality=True)  # stored, kept out of trends
             store.finish_run(run, "failed_quality", report.data_quality.status, "skipped")
             if token is not None:  # a short alert to the channel instead of the digest
                 try:
