@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import Field
 
 from framework.config import FrameworkConfig, load_config
 from framework.digest import (
+    render_quality_markdown,
     render_text,
 )
 from framework.engine import as_of_end, compute
@@ -102,14 +104,28 @@ def validate_task(
 ) -> DataQuality:
     from tasks.quality import run_quality_checks
 
-    return DataQuality.from_checks(
-        run_quality_checks(entities, milestones, stats, result, cfg, as_of, previous=previous)
-    )
+    return DataQuality.from_checks(run_quality_checks(
+        entities, milestones, stats, result, cfg, as_of, previous=previous, data_docs_dir=data_docs_dir(cfg.name, as_of),
+    ))
+
+
+DATA_DOCS_ENV = "GROWTH_DATA_DOCS_DIR"
+
+
+def data_docs_dir(framework: str, as_of: date) -> Path:
+    """Where a run's GX Data Docs go: $GROWTH_DATA_DOCS_DIR (default <GROWTH_DATA_DIR or
+    data>/data-docs) / <framework slug> / <as_of>/ (a re-run of the day replaces it)."""
+    root = os.environ.get(DATA_DOCS_ENV) or str(Path(os.environ.get("GROWTH_DATA_DIR", "data")) / "data-docs")
+    return Path(root).resolve() / _slug(framework) / as_of.isoformat()
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
 def previous_run(store: MetricStore, framework: str, as_of: date) -> dict[str, tuple[int, int]] | None:
     """The stored run of the day before, per step (entered, reached), for the anomaly check."""
-    prev = store.load_report(framework, as_of - timedelta(days=1))
+    prev = store.load_report(framework, as_of - timedelta(days=1), passed_only=True)
     if prev is None:
         return None
     return {
@@ -119,8 +135,13 @@ def previous_run(store: MetricStore, framework: str, as_of: date) -> dict[str, t
 
 
 @task(name="store-results", **_io)
-def store_task(store: MetricStore, run: RunHandle, day: Day) -> int:
-    """Results, milestones and watermarks in one transaction: the watermark moves only with them."""
+def store_task(store: MetricStore, run: RunHandle, day: Day, failed_quality: bool = False) -> int:
+    """Results, milestones and watermarks in one transaction: the watermark moves only with them.
+
+    Results the quality gate blocked are stored with status ``failed_quality`` (kept out of
+    trends), without milestones or watermarks: the next run reads those records again."""
+    if failed_quality:
+        return store.commit_results(run, day.report.to_dict(), status="failed_quality")
     return store.commit_results(
         run, day.report.to_dict(), watermarks=day.watermarks, milestones=day.milestones,
         reset_steps=day.reset_steps,
@@ -239,6 +260,11 @@ def artifacts(report: Report, text: str, chart: Path | None = None) -> None:
         for s in report.to_dict()["steps"]
     ]
     create_table_artifact(table=rows, key=f"{key}-funnel", description="Every step, current period")
+    docs = data_docs_dir(report.framework, date.fromisoformat(report.result.as_of)) / "index.html"
+    create_markdown_artifact(
+        markdown=render_quality_markdown(report, docs.as_uri() if docs.exists() else None),
+        key=f"{key}-data-quality", description="Data-quality gate",
+    )
 
 
 @flow(name="growth-digest", flow_run_name=_flow_run_name, validate_parameters=True)
@@ -276,6 +302,7 @@ def growth_digest(
         report = day.report
         chart = _chart_path(report_json, token is not None)
         if report.data_quality.status == "failed":
+            store_task(store, run, day, failed_quality=True)  # stored, kept out of trends
             store.finish_run(run, "failed_quality", report.data_quality.status, "skipped")
             if token is not None:  # a short alert to the channel instead of the digest
                 try:
