@@ -48,6 +48,15 @@ _positive = _int_at_least(1)
 _non_negative = _int_at_least(0)
 
 
+def _cohorts(value: str) -> int:
+    from framework.impact import MAX_COHORTS
+
+    n = _positive(value)
+    if n > MAX_COHORTS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COHORTS}: {value}")
+    return n
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # exit 2 with one line, as argparse does, without the usage dump
         raise UsageError(f"{self.prog}: {message}")
@@ -283,6 +292,47 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_impact(args: argparse.Namespace) -> int:
+    """Did the change shipped on --change-date move --step? Checks the request and the sources
+    first (exit 2 or 4 in a second), then runs the growth-impact flow."""
+    from framework import impact
+    from framework.errors import DeliveryError
+
+    cfg = load_config(args.framework)
+    _apply_source_overrides(cfg, args.source or [])
+    as_of = args.as_of or _yesterday()
+    impact.check_request(cfg, args.step, args.change_date, as_of, args.segment,
+                         args.before_cohorts, args.after_cohorts)
+    _preflight(cfg)
+    _quiet_runtime()
+    from flows.impact import growth_impact
+    from tasks.publish import write_report
+
+    code = 0
+    try:
+        result = growth_impact(
+            framework_path=str(Path(args.framework)), step=args.step, change_date=args.change_date,
+            before_cohorts=args.before_cohorts, after_cohorts=args.after_cohorts, segment=args.segment,
+            as_of=as_of, dry_run=args.dry_run, channel=args.channel,
+        )
+    except DeliveryError as exc:
+        if not isinstance(exc.report, impact.ImpactResult):
+            raise
+        result, code = exc.report, exc.exit_code
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+    print(impact.render_text(result))
+    if args.json:
+        write_report(result.to_json(), args.json)
+        from tasks.impact_chart import render_impact_chart
+
+        chart = render_impact_chart(result, Path(args.json).with_suffix(".png"))
+        print(f"result: {args.json} (chart: {chart})", file=sys.stderr)
+    if result.delivery is not None and result.delivery.status == "posted":
+        print(f"posted to {result.delivery.channel} (ts {result.delivery.ts})", file=sys.stderr)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="growth", description="Growth framework: rank the lowest-converting funnel steps.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -325,6 +375,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="URL", help="metric store (default $GROWTH_STORE_URL, else data/growth.db)")
     p.add_argument("--output", metavar="FILE", help="file to write (csv default: stdout; parquet default: step_metrics.parquet)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("impact", help="did a change move a step? mature cohorts before against after it")
+    p.add_argument("--framework", required=True, help="the framework file (YAML)")
+    p.add_argument("--step", required=True, metavar="KEY", help="the tracked step the change was meant to move")
+    p.add_argument("--change-date", type=_date, required=True, metavar="D",
+                   help="the day the change shipped, YYYY-MM-DD (signups on or after it are 'after')")
+    p.add_argument("--before-cohorts", type=_cohorts, default=3, metavar="N",
+                   help="mature cohorts just before the change to compare against (default 3)")
+    p.add_argument("--after-cohorts", type=_cohorts, default=3, metavar="N",
+                   help="mature cohorts after the change needed for a verdict (default 3)")
+    p.add_argument("--segment", metavar="ATTR", help="also compare per value of this attribute (Bonferroni)")
+    p.add_argument("--as-of", type=_date, default=None, help="the data's last day, YYYY-MM-DD (default yesterday UTC)")
+    p.add_argument("--source", action="append", metavar="NAME=URL", help="override a source's URL (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="post nothing to Slack; print the result")
+    p.add_argument("--channel", help="Slack channel (default: the framework file's report.channel)")
+    p.add_argument("--json", metavar="FILE", help="write the JSON result to FILE (and the chart next to it, .png)")
+    p.set_defaults(func=cmd_impact)
 
     p = sub.add_parser("validate", help="check a framework file; exit 0 or 2")
     p.add_argument("file")
