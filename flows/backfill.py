@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import date, timedelta
+from datetime import timedelta
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from flows.daily import (
     DEFAULT_FRAMEWORK,
+    IsoDate,
     compute_day,
     gate_error,
     open_store_task,
@@ -37,8 +38,8 @@ def _bar(done: int, total: int, label: str) -> None:
 
 @flow(name="growth-backfill", flow_run_name="growth-backfill-{start}-{end}", validate_parameters=True)
 def growth_backfill(
-    start: date,
-    end: date,
+    start: IsoDate,
+    end: IsoDate,
     framework_path: str = DEFAULT_FRAMEWORK,
     force: bool = False,
 ) -> dict[str, list[str]]:

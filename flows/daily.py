@@ -27,12 +27,17 @@ from framework.errors import DeliveryError, QualityGateError, SourceError
 from framework.milestones import assemble, merge_milestones, step_definition
 from framework.report import DataQuality, Delivery, FunnelResult, Report
 from framework.trend import RUNS_AGO_NEEDED, attach_trends
-from tasks import extract, publish, secrets
+from tasks import events, extract, publish, secrets
 from tasks.faults import fault_point
 from tasks.store import ConcurrentRunError, MetricStore, RunHandle, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FRAMEWORK = "framework/demo/growth.yaml"
+
+# A date parameter the Prefect server checks when a run is created from a deployment (it
+# enforces `pattern`, not `format: date`), so "not-a-date" is refused with a clear message.
+ISO_DATE_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"
+IsoDate = Annotated[date, Field(json_schema_extra={"pattern": ISO_DATE_PATTERN})]
 
 
 def yesterday() -> date:
@@ -267,9 +272,12 @@ def artifacts(report: Report, text: str, chart: Path | None = None) -> None:
     )
 
 
-@flow(name="growth-digest", flow_run_name=_flow_run_name, validate_parameters=True)
+@flow(
+    name="growth-digest", flow_run_name=_flow_run_name, validate_parameters=True,
+    on_failure=[events.digest_failed],
+)
 def growth_digest(
-    as_of: date | None = None,
+    as_of: IsoDate | None = None,
     framework_path: str = DEFAULT_FRAMEWORK,
     dry_run: bool = False,
     channel: str | None = None,
@@ -300,7 +308,7 @@ def growth_digest(
     try:
         day = compute_day(inputs, store, as_of, full_refresh)
         report = day.report
-        chart = _chart_path(report_json, token is not None)
+        chart = _chart_path(report_json)
         if report.data_quality.status == "failed":
             store_task(store, run, day, failed_quality=True)  # stored, kept out of trends
             store.finish_run(run, "failed_quality", report.data_quality.status, "skipped")
@@ -338,6 +346,7 @@ def growth_digest(
         as_of, ", ".join(report.result.lowest_converting) or "(none)", report.data_quality.status,
         report.delivery.status,
     )
+    events.digest_completed(report, flow_run.ui_url, flow_run.id)
     return report
 
 
@@ -346,16 +355,14 @@ def _flow_run_id() -> str | None:
     return str(run_id) if run_id else None
 
 
-def _chart_path(report_json: str | None, posting: bool) -> Path | None:
-    """The funnel chart lives next to the report; without a report file, a temporary
-    file when it is to be posted; else no chart."""
+def _chart_path(report_json: str | None) -> Path:
+    """The funnel chart lives next to the report; without a report file, in a temporary
+    directory (every run shows it as an image artifact; a posted digest uploads it)."""
     if report_json:
         return Path(report_json).with_name("funnel.png")
-    if posting:
-        import tempfile
+    import tempfile
 
-        return Path(tempfile.mkdtemp(prefix="growth-")) / "funnel.png"
-    return None
+    return Path(tempfile.mkdtemp(prefix="growth-")) / "funnel.png"
 
 
 def _render_chart(report: Report, path: Path | None) -> Path | None:
