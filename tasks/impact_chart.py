@@ -39,14 +39,15 @@ def _mid(start: str, end: str) -> float:
     return (a + b) / 2
 
 
-def _point(ax, x: float, entered: int, reached: int, colour: str, hollow: bool) -> float | None:
+def _point(ax, x: float, entered: int, reached: int, colour: str, hollow: bool) -> list[float]:
+    """One cohort's conversion with its 95% Wilson interval; the drawn extent, in percent."""
     if entered <= 0 or reached > entered:
-        return None
+        return []
     p = reached / entered
     low, high = wilson_interval(reached, entered)
     ax.errorbar([x], [100 * p], yerr=[[100 * (p - low)], [100 * (high - p)]], fmt="o", color=colour,
                 markerfacecolor="white" if hollow else colour, markersize=7, capsize=3, linewidth=1.2)
-    return 100 * p
+    return [100 * low, 100 * high]
 
 
 def render_impact_chart(result: ImpactResult, path: str | Path) -> Path:
@@ -75,9 +76,7 @@ def render_impact_chart(result: ImpactResult, path: str | Path) -> Path:
             for c in cohorts:
                 x = _mid(c["start"], c["end"])
                 ticks.append((x, c["cohort"]))
-                y = _point(ax, x, c["entered"], c["reached"], colour, hollow)
-                if y is not None:
-                    values.append(y)
+                values.extend(_point(ax, x, c["entered"], c["reached"], colour, hollow))
 
         draw([asdict(c) for c in r.before.cohorts], COLOUR_BEFORE, False)
         draw([asdict(c) for c in r.after.cohorts], COLOUR_AFTER, False)
@@ -94,8 +93,8 @@ def render_impact_chart(result: ImpactResult, path: str | Path) -> Path:
         change_x = date.fromisoformat(r.change_date).toordinal()
         ax.axvline(change_x, color=COLOUR_CHANGE, linestyle="--", linewidth=1.4)
         low, high = (min(values), max(values)) if values else (0.0, 100.0)
-        pad = max(2.0, (high - low) * 0.35)
-        ax.set_ylim(max(0.0, low - pad), min(100.0, high + pad) if high + pad > low else 100.0)
+        pad = max(1.0, (high - low) * 0.12)
+        ax.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
         ax.text(change_x, ax.get_ylim()[1], f" change {r.change_date}", color=COLOUR_CHANGE, fontsize=9,
                 va="top", ha="left", **text_kw)
 
