@@ -42,14 +42,22 @@ def cohorts_task(cfg, entities, milestones, as_of: date) -> list[CohortRow]:
 
 @task(name="publish-slack-impact", cache_policy=NO_CACHE)
 def publish_impact_task(token: str, result: impact.ImpactResult, channel: str, ui_url: str | None,
-                        chart: Path | None) -> Delivery:
-    """Post the result (chat.postMessage) and its chart into the message's thread."""
+                        chart: Path | None) -> tuple[Delivery, DeliveryError | None]:
+    """Post the result (chat.postMessage) and its chart into the message's thread. Slack's
+    refusal of the message is returned, not raised: the flow fails with its one-line message;
+    a failed chart upload is a warning (the message is posted)."""
     text, blocks = impact.render_slack_text(result), impact.render_slack_blocks(result, ui_url)
-    delivery, channel_id = publish.deliver(token, channel, text, blocks)
+    try:
+        delivery, channel_id = publish.deliver(token, channel, text, blocks)
+    except DeliveryError as exc:
+        return Delivery(channel, "failed"), exc
     if chart is not None and delivery.ts:
-        publish.upload_chart(token, channel_id or channel, delivery.ts, chart,
-                             f"{result.step}: conversion by cohort around {result.change_date}")
-    return delivery
+        try:
+            publish.upload_chart(token, channel_id or channel, delivery.ts, chart,
+                                 f"{result.step}: conversion by cohort around {result.change_date}")
+        except DeliveryError as exc:  # the message is posted; the chart is a bonus
+            get_run_logger().warning("the impact chart could not be uploaded: %s", exc)
+    return delivery, None
 
 
 def _flow_run_name() -> str:
@@ -102,11 +110,9 @@ def run_impact(
     target = channel or cfg.report.channel
     delivery = Delivery(target, "dry_run")
     if token is not None:
-        try:
-            delivery = publish_impact_task(token, result, target, flow_run.ui_url, chart)
-        except DeliveryError as exc:
-            failed = replace(result, delivery=Delivery(target, "failed"))
-            raise DeliveryError(exc.problems, failed, exc.reason) from None
+        delivery, error = publish_impact_task(token, result, target, flow_run.ui_url, chart)
+        if error is not None:  # the result goes with the error: the CLI still prints and writes it
+            raise DeliveryError(error.problems, replace(result, delivery=delivery), error.reason)
     result = replace(result, delivery=delivery)
     logger.info("impact of %s on %s: %s", change_date, step, result.summary)
     return result

@@ -208,3 +208,20 @@ def test_posts_the_result_and_its_chart_to_slack(sources, monkeypatch, slack) ->
     assert complete.body["channel_id"] == "C0GROWTH" and complete.body["thread_ts"] == result.delivery.ts
     (upload,) = slack.calls_to("upload")
     assert upload.raw.startswith(b"\x89PNG")
+
+
+def test_a_refused_post_exits_5_and_keeps_the_result(sources, monkeypatch, slack, tmp_path: Path, capfd) -> None:
+    from flows.cli import main
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-revoked")
+    monkeypatch.setenv("SLACK_API_URL", slack.url)
+    out = tmp_path / "impact.json"
+    code = main(["impact", "--framework", str(DEMO_FRAMEWORK), "--step", STEP, "--change-date", CHANGE.isoformat(),
+                 "--as-of", END.isoformat(), "--json", str(out)])
+    captured = capfd.readouterr()
+    assert code == 5
+    assert "invalid_auth" in captured.err and "xoxb-revoked" not in captured.err + captured.out
+    assert "Traceback" not in captured.err
+    saved = json.loads(out.read_text())
+    assert saved["verdict"] == "improved" and saved["delivery"] == {"channel": "#growth", "status": "failed", "ts": None}
+    assert "Verdict: improved" in captured.out
