@@ -9,8 +9,10 @@ traceback. Prefect is imported only by the commands that run a flow.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -77,6 +79,23 @@ def _quiet_runtime() -> None:
         home = _data_dir() / ".prefect"
         home.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(home)
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed task with its traceback; on the terminal a user error (a
+    GrowthError: unreachable source or store, refused delivery) is its one clear line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], GrowthError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _plain_user_errors() -> None:
+    """Install the filter on the console handlers (the root logger's, set up by Prefect)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _NoTracebackForUserErrors) for f in handler.filters):
+            handler.addFilter(_NoTracebackForUserErrors())
 
 
 def _use_store(url: str | None) -> str:
@@ -163,6 +182,7 @@ def _run_flow(
     from tasks.publish import write_blocks
     from tasks.store import ConcurrentRunError
 
+    _plain_user_errors()
     code = 0
     try:
         report = growth_digest(
@@ -256,6 +276,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from flows.backfill import growth_backfill
     from framework.errors import QualityGateError
 
+    _plain_user_errors()
     try:
         outcome = growth_backfill(
             start=args.start, end=args.end, framework_path=str(Path(args.framework)), force=args.force
@@ -289,6 +310,49 @@ def cmd_export(args: argparse.Namespace) -> int:
         target = args.output or "step_metrics.parquet"
         history.to_parquet(target, index=False)
         print(f"{len(history)} rows written to {target}", file=sys.stderr)
+    return 0
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    """Send the stored digest of one day again: exactly once per channel and date (a stored
+    message is updated; a first post is searched for before it is repeated)."""
+    from tasks import publish, secrets
+    from tasks.store import MetricStore
+
+    cfg = load_config(args.framework)
+    channel = args.channel or cfg.report.channel
+    store = MetricStore.open(_use_store(args.store))
+    try:
+        stored = store.load_report(cfg.name, args.as_of)
+        if stored is None:
+            raise UsageError(
+                f"growth deliver: nothing stored for '{cfg.name}' on {args.as_of} "
+                "(growth run or growth backfill stores a day first)"
+            )
+        token = secrets.resolve_slack_token()
+        if token is None:
+            from framework.errors import DeliveryError
+
+            raise DeliveryError(
+                "growth deliver: no Slack credentials (SLACK_BOT_TOKEN or Secret block 'slack-bot-token')"
+            )
+        report = publish.report_from_dict(stored)
+        report = replace(report, delivery=replace(report.delivery, channel=channel, status="dry_run", ts=None))
+        chart = None
+        if report.data_quality.status != "failed":
+            import tempfile
+
+            from tasks.chart import render_funnel_chart
+
+            chart = render_funnel_chart(report, Path(tempfile.mkdtemp(prefix="growth-")) / "funnel.png")
+        delivery = publish.deliver_once(store, token, report, None, chart)
+    finally:
+        store.close()
+    if report.data_quality.status == "failed":
+        print(f"the stored results of {args.as_of} failed the data-quality gate: the alert was sent to "
+              f"{channel} (ts {delivery.ts})", file=sys.stderr)
+        return 3
+    print(f"digest {delivery.status} in {channel} (ts {delivery.ts})")
     return 0
 
 
@@ -375,6 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="URL", help="metric store (default $GROWTH_STORE_URL, else data/growth.db)")
     p.add_argument("--output", metavar="FILE", help="file to write (csv default: stdout; parquet default: step_metrics.parquet)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("deliver", help="send a stored day's digest to Slack again (exactly once per channel and date)")
+    p.add_argument("--framework", required=True, help="the framework file (YAML)")
+    p.add_argument("--as-of", type=_date, required=True, help="the stored day, YYYY-MM-DD")
+    p.add_argument("--channel", help="Slack channel (default: the framework file's report.channel)")
+    p.add_argument("--store", metavar="URL", help="metric store (default $GROWTH_STORE_URL, else data/growth.db)")
+    p.set_defaults(func=cmd_deliver)
 
     p = sub.add_parser("impact", help="did a change move a step? mature cohorts before against after it")
     p.add_argument("--framework", required=True, help="the framework file (YAML)")
