@@ -1,0 +1,334 @@
+"""Sources are only read, and hostile framework text cannot change them.
+
+* A PostgreSQL role with SELECT-only grants (what docs/reliability.md tells a team to create)
+  reads everything the pipeline needs, gets exactly what a superuser gets, and every write
+  it tries is refused.
+* Hostile identifiers (``accounts; DROP TABLE x``, quotes, unicode, very long names) are
+  rejected by the schema check (exit 2) on PostgreSQL, MariaDB and SQLite; hostile ``where``
+  values are bound as parameters and match only themselves. Each test proves, with a
+  fingerprint of every table's contents, that the source is unchanged afterwards.
+
+The module's fixtures (``pg_demo``) are reused by tests/flows/test_reliability_security.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import sqlalchemy as sa
+
+from framework.config import parse_config
+from framework.errors import SchemaError, SourceError
+from tasks import extract
+from tasks.seed import seed_demo
+from tests.conftest import DEMO_FRAMEWORK
+from tests.integration.conftest import PG_URL, _require
+
+END = date(2026, 11, 30)
+PG_ADMIN = PG_URL  # the test server's superuser (trust authentication on 127.0.0.1)
+
+READER_GRANTS = """
+CREATE ROLE {role} LOGIN PASSWORD '{password}';
+GRANT CONNECT ON DATABASE {database} TO {role};
+GRANT USAGE ON SCHEMA {schema} TO {role};
+GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role};
+ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO {role};
+"""
+"""The grants docs/reliability.md gives (one USAGE/SELECT block per schema the framework reads)."""
+
+
+def with_search_path(url: str, schema: str) -> str:
+    return f"{url}?options=-csearch_path%3D{schema}"
+
+
+@dataclass(frozen=True)
+class PgDemo:
+    """The demo's app and events databases as two PostgreSQL schemas, and a SELECT-only role."""
+
+    app_schema: str
+    events_schema: str
+    role: str
+    password: str
+
+    def reader_url(self, schema: str) -> str:
+        return with_search_path(
+            f"postgresql+psycopg://{self.role}:{quote(self.password, safe='')}@127.0.0.1:5432/test", schema)
+
+    def admin_url(self, schema: str) -> str:
+        return with_search_path(PG_ADMIN, schema)
+
+    @property
+    def reader_sources(self) -> dict[str, str]:
+        return {"app": self.reader_url(self.app_schema), "events": self.reader_url(self.events_schema)}
+
+    @property
+    def admin_sources(self) -> dict[str, str]:
+        return {"app": self.admin_url(self.app_schema), "events": self.admin_url(self.events_schema)}
+
+
+@pytest.fixture(scope="module")
+def pg_demo() -> Iterator[PgDemo]:
+    admin = _require(PG_ADMIN, "PostgreSQL")
+    tag = uuid.uuid4().hex[:8]
+    demo = PgDemo(f"gf_app_{tag}", f"gf_events_{tag}", f"growth_reader_{tag}", f"pw-{uuid.uuid4().hex}")
+    with admin.begin() as conn:
+        for schema in (demo.app_schema, demo.events_schema):
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        seed_demo(demo.admin_url(demo.app_schema), demo.admin_url(demo.events_schema),
+                  accounts=600, seed=5, end_date=END)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(READER_GRANTS.format(
+                role=demo.role, password=demo.password, database="test", schema=demo.app_schema))
+            for line in READER_GRANTS.format(
+                    role=demo.role, password=demo.password, database="test", schema=demo.events_schema
+            ).strip().splitlines()[2:]:
+                conn.exec_driver_sql(line)
+        yield demo
+    finally:
+        with admin.begin() as conn:
+            for schema in (demo.app_schema, demo.events_schema):
+                conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            if _role_exists(conn, demo.role):
+                conn.exec_driver_sql(f"DROP OWNED BY {demo.role}")
+            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {demo.role}")
+        admin.dispose()
+
+
+def _role_exists(conn: sa.Connection, role: str) -> bool:
+    return conn.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first() is not None
+
+
+def fingerprint(url: str) -> dict[str, tuple[int, str]]:
+    """Every table's row count and a digest of its rows (in a stable order): equal before and
+    after means the source is unchanged."""
+    import hashlib
+
+    engine = sa.create_engine(url)
+    out: dict[str, tuple[int, str]] = {}
+    try:
+        with engine.connect() as conn:
+            for name in sorted(sa.inspect(conn).get_table_names()):
+                table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+                rows = sorted(repr(tuple(r)) for r in conn.execute(sa.select(table)))
+                out[name] = (len(rows), hashlib.sha256("\n".join(rows).encode()).hexdigest())
+    finally:
+        engine.dispose()
+    return out
+
+
+def _extract(cfg, urls: dict[str, str]):
+    from framework.engine import as_of_end
+
+    sources = extract.open_sources(urls)
+    try:
+        extract.check_schema(cfg, sources)
+        return extract.extract_all(cfg, sources, as_of_end(END))
+    finally:
+        sources.dispose()
+
+
+DEMO_TEXT = DEMO_FRAMEWORK.read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- a SELECT-only role
+
+
+def test_select_only_role_reads_what_a_superuser_reads(pg_demo: PgDemo) -> None:
+    cfg = parse_config(DEMO_TEXT, env={})
+    as_reader = _extract(cfg, pg_demo.reader_sources)
+    as_admin = _extract(cfg, pg_demo.admin_sources)
+    assert len(as_reader[0]) == 600  # every account (the demo's size)
+    assert as_reader[0].equals(as_admin[0])
+    assert as_reader[1].keys() == as_admin[1].keys()
+    for key in as_admin[1]:
+        assert as_reader[1][key].equals(as_admin[1][key]), key
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO accounts (id, created_at, origin, region) VALUES (999999, now(), 'x', 'y')",
+        "UPDATE accounts SET origin = 'hacked'",
+        "DELETE FROM workspaces",
+        "TRUNCATE deployments",
+        "DROP TABLE invitations",
+        "CREATE TABLE gf_intruder (id int)",
+        "ALTER TABLE accounts ADD COLUMN intruder int",
+    ],
+)
+def test_select_only_role_cannot_write(pg_demo: PgDemo, statement: str) -> None:
+    before = fingerprint(pg_demo.admin_url(pg_demo.app_schema))
+    reader = sa.create_engine(pg_demo.reader_url(pg_demo.app_schema))
+    try:
+        with pytest.raises(sa.exc.ProgrammingError) as err, reader.begin() as conn:
+            conn.exec_driver_sql(statement)
+        assert "permission denied" in str(err.value.orig) or "must be owner" in str(err.value.orig)
+    finally:
+        reader.dispose()
+    assert fingerprint(pg_demo.admin_url(pg_demo.app_schema)) == before
+
+
+# ---------------------------------------------------------------- hostile identifiers
+
+
+HOSTILE_TABLES = [
+    "accounts; DROP TABLE x",
+    'accounts"; DROP TABLE x; --',
+    "accounts`; DROP TABLE x; --",
+    "x'; DELETE FROM x; --",
+    "public.x; DROP TABLE x",
+    "ünïcødé_täble_✓",
+    "t" * 300,
+]
+HOSTILE_COLUMNS = ['id"; DROP TABLE x; --', "id`; DROP TABLE x", "id' OR '1'='1", "çølümn ✓", "c" * 300]
+
+
+def _tiny_framework(table: str = "x", column: str = "id", where: str = "") -> str:
+    """One entity table (x) and one step on it; the names and ``where`` are the test's."""
+    return f"""
+name: Hostile
+sources: {{db: {{url: "sqlite://"}}}}
+entity: {{source: db, table: x, id: id, created_at: created_at}}
+steps:
+  - {{key: signup, name: Sign up, entity_created: true}}
+  - key: acted
+    name: Acted
+    source: db
+    table: {_yaml_str(table)}
+    entity_id: {_yaml_str(column)}
+    timestamp: created_at
+{where}"""
+
+
+def _yaml_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def hostile_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database with one table ``x`` (id, created_at, state): its URL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'x.db'}"
+    elif request.param == "postgresql":
+        base, schema = request.getfixturevalue("pg_schema")
+        url = with_search_path(base, schema)
+    else:
+        base, database = request.getfixturevalue("mariadb_database")
+        url = base.rsplit("/", 1)[0] + f"/{database}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE x (id INTEGER, created_at TIMESTAMP NULL, state VARCHAR(200))")
+        conn.execute(sa.text("INSERT INTO x (id, created_at, state) VALUES (:i, :t, :s)"), [
+            {"i": 1, "t": "2026-11-01 10:00:00", "s": "COMPLETED"},
+            {"i": 2, "t": "2026-11-02 10:00:00", "s": "O'Brien \"quoted\" ✓"},
+            {"i": 3, "t": "2026-11-03 10:00:00", "s": "x'; DROP TABLE x; --"},
+            {"i": 4, "t": "2026-11-04 10:00:00", "s": "🚀 ünïcødé"},
+        ])
+    engine.dispose()
+    return url
+
+
+def _check(text: str, url: str) -> None:
+    cfg = parse_config(text, env={})
+    sources = extract.open_sources({"db": url})
+    try:
+        extract.check_schema(cfg, sources)
+    finally:
+        sources.dispose()
+
+
+KNOWN_EXIT_4 = {("sqlite", "public.x; DROP TABLE x"), ("mysql", "public.x; DROP TABLE x"), ("mysql", "t" * 300)}
+"""Found by these tests, reported, not yet fixed (tasks/extract.py is being rewritten elsewhere):
+`check_schema` asks the database about a schema it does not have (SQLite: "no such table:
+public.sqlite_master"; MariaDB: 1049 "Unknown database 'public'") or a name longer than it
+allows (MariaDB: 1103 "Incorrect table name"), and the DBAPI error becomes SourceError (exit 4,
+and transient, so the flow retries it) instead of SchemaError (exit 2). Nothing is written
+either way (the fingerprint below). The fix: in check_schema, report an unknown schema
+(``inspector.get_schema_names()``) and a name longer than
+``dialect.max_identifier_length`` as problems before asking ``has_table``."""
+
+
+@pytest.mark.parametrize("table", HOSTILE_TABLES)
+def test_hostile_table_names_are_rejected_by_the_schema_check(
+    hostile_db: str, table: str, request: pytest.FixtureRequest
+) -> None:
+    if (sa.make_url(hostile_db).get_backend_name(), table) in KNOWN_EXIT_4:
+        request.node.add_marker(pytest.mark.xfail(reason="known bug: exit 4 instead of 2 (KNOWN_EXIT_4)",
+                                                  raises=SourceError, strict=True))
+    before = fingerprint(hostile_db)
+    with pytest.raises(SchemaError) as err:
+        _check(_tiny_framework(table=table), hostile_db)
+    assert err.value.exit_code == 2
+    assert f"steps[1] (acted): source 'db' has no table '{table}'" in str(err.value)
+    assert fingerprint(hostile_db) == before
+
+
+@pytest.mark.parametrize("table", sorted({t for _, t in KNOWN_EXIT_4}))
+def test_known_exit_4_names_still_change_nothing(hostile_db: str, table: str) -> None:
+    before = fingerprint(hostile_db)
+    with pytest.raises((SchemaError, SourceError)):
+        _check(_tiny_framework(table=table), hostile_db)
+    assert fingerprint(hostile_db) == before
+
+
+@pytest.mark.parametrize("column", HOSTILE_COLUMNS)
+def test_hostile_column_names_are_rejected_by_the_schema_check(hostile_db: str, column: str) -> None:
+    before = fingerprint(hostile_db)
+    with pytest.raises(SchemaError) as err:
+        _check(_tiny_framework(column=column), hostile_db)
+    assert err.value.exit_code == 2
+    assert f"table 'x' has no column '{column}'" in str(err.value)
+    assert fingerprint(hostile_db) == before
+
+
+@pytest.mark.parametrize(
+    ("values", "expected_ids"),
+    [
+        (["O'Brien \"quoted\" ✓"], [2]),
+        (["x'; DROP TABLE x; --"], [3]),
+        (["🚀 ünïcødé", "COMPLETED"], [1, 4]),
+        (["' OR '1'='1"], []),  # matches only itself: nothing
+        (["COMPLETED' OR 'a'='a"], []),
+    ],
+)
+def test_hostile_where_values_are_bound_and_match_only_themselves(
+    hostile_db: str, values: list[str], expected_ids: list[int]
+) -> None:
+    from framework.engine import as_of_end
+
+    before = fingerprint(hostile_db)
+    where = "    where:\n      state: [" + ", ".join(_yaml_str(v) for v in values) + "]\n"
+    cfg = parse_config(_tiny_framework(where=where), env={})
+    assert cfg.step("acted").where == {"state": values}
+    sources = extract.open_sources({"db": hostile_db})
+    try:
+        extract.check_schema(cfg, sources)
+        _, aggregates = extract.extract_all(cfg, sources, as_of_end(END))
+    finally:
+        sources.dispose()
+    assert sorted(int(i) for i in aggregates["acted"]["entity_id"]) == expected_ids
+    assert fingerprint(hostile_db) == before
+
+
+def test_hostile_text_in_the_framework_file_is_refused_or_inert_at_the_cli(
+    hostile_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole command: exit 2 from the schema check, before any query, source unchanged."""
+    from flows.cli import main
+
+    before = fingerprint(hostile_db)
+    path = tmp_path / "hostile.yaml"
+    path.write_text(_tiny_framework(table="x; DROP TABLE x"), encoding="utf-8")
+    code = main(["run", "--framework", str(path), "--dry-run", "--source", f"db={hostile_db}",
+                 "--store", f"sqlite:///{tmp_path / 'store.db'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "has no table 'x; DROP TABLE x' (tables: x)" in err and "Traceback" not in err
+    assert fingerprint(hostile_db) == before
+
