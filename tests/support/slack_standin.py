@@ -151,6 +151,7 @@ def block_errors(blocks: Any) -> list[str]:
 @dataclass
 class SlackStandIn:
     host: str = "127.0.0.1"
+    token: str = VALID_TOKEN  # the one bot token it accepts
     calls: list[Call] = field(default_factory=list)
     failures: list[tuple[int, dict[str, str], str | None]] = field(default_factory=list)
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -303,7 +304,7 @@ class SlackStandIn:
             if failure is not None:
                 status, headers = failure
                 return status, headers, {"ok": False, "error": "ratelimited" if status == 429 else "internal_error"}
-            if token != VALID_TOKEN:
+            if token != self.token:
                 return 200, {}, {"ok": False, "error": "invalid_auth"}
             refusal = self._take_refusal(method)
             if refusal is not None:
