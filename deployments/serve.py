@@ -89,10 +89,39 @@ def build_deployments(names: list[str] | None = None, version: str | None = None
     return built
 
 
+async def _worker_deployments(deployments: list) -> dict[str, object]:
+    """Those of ``deployments`` already registered with a work pool (by `prefect deploy`): name -> id."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    found: dict[str, object] = {}
+    async with get_client() as client:
+        for d in deployments:
+            try:
+                existing = await client.read_deployment_by_name(f"{d.flow_name}/{d.name}")
+            except ObjectNotFound:
+                continue
+            if existing.work_pool_name:
+                found[f"{d.flow_name}/{d.name}"] = existing.id
+    return found
+
+
+async def _delete(ids: list) -> None:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        for i in ids:
+            await client.delete_deployment(i)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m deployments.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="serve only these deployments (default: all in prefect.yaml)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many runs at once")
+    parser.add_argument(
+        "--replace", action="store_true",
+        help="delete same-named deployments that `prefect deploy` registered with a work pool first",
+    )
     args = parser.parse_args(argv)
 
     # quiet start, Prefect logs for our own loggers too; set before Prefect is imported
@@ -101,9 +130,21 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.chdir(ROOT)  # entrypoints and the default framework_path are relative to the project root
 
+    import asyncio
+
     from prefect import serve
 
-    serve(*build_deployments(args.names), limit=args.limit)
+    deployments = build_deployments(args.names)
+    # A deployment registered by `prefect deploy` keeps its work pool and pull steps when
+    # re-registered by serve, and its runs then crash: one or the other, never both.
+    clashing = asyncio.run(_worker_deployments(deployments))
+    if clashing and not args.replace:
+        raise SystemExit(
+            f"{', '.join(clashing)}: already deployed to a work pool (prefect deploy). Serve them "
+            "instead with --replace (deletes those deployments first), or keep using a worker."
+        )
+    asyncio.run(_delete(list(clashing.values())))
+    serve(*deployments, limit=args.limit)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ parameters), and `prefect worker start --pool ... --run-once` executing it. The 
 git repository made from this working tree (tracked and untracked, not ignored, files), so
 uncommitted code is what runs; it has no `origin`, so the deployment clones it by path.
 
-Cost (2 shared cores): about 2 minutes for the module: server start with a fresh database
-~20 s, deploy ~15 s, each worker run ~25 s (a fresh flow-run process imports Prefect,
-pandas and GX), plus the session's test harness. It runs in CI (CI=true: a server that
+Cost, measured on 2 shared cores: 90 s for the module (setup 35 s: the session's test
+harness, server start with a fresh database, demo seeding, `prefect deploy` ~10 s; the
+worker run ~18 s, a fresh flow-run process importing Prefect, pandas and GX; the failing
+run ~9 s; serve ~21 s; the rejections and read-backs under 1 s each). It runs in CI (CI=true: a server that
 cannot start fails the test); locally `GROWTH_SKIP_SERVER_TESTS=1` skips it, and so does a
 server that cannot start (with the reason).
 """
@@ -305,7 +306,10 @@ def test_a_failing_run_ends_failed_with_the_reason_and_an_event(
     _worker(server, tmp_path, demo)
     run = _final_state(server, created.id)
     assert run.state.is_failed(), f"{run.state.type}: {run.state.message}\n{_tail(server.log)}"
-    assert "no-such-file.yaml" in run.state.message
+    # the reason, as the CLI would print it, after Prefect's prefix
+    assert run.state.message.endswith(
+        "ConfigError: framework/no-such-file.yaml: cannot read the file: No such file or directory"
+    ), run.state.message
     (event,) = _events(server, "growth.digest.failed", run.id)
     assert event.payload["reason"] == run.state.message
     assert event.payload["as_of"] == "2026-11-30"
@@ -391,3 +395,74 @@ def test_bad_parameters_are_rejected_when_the_run_is_created(
     print(detail)
     assert "Validation failed" in detail and mentions in detail, detail
     assert _api(server, manual_runs) == before  # nothing was created
+
+
+def test_serve_runs_the_same_deployment_without_a_worker(
+    server: Server, deployed: Deployed, demo: dict[str, str], tmp_path: Path
+) -> None:
+    """`python -m deployments.serve daily` re-registers growth-digest/daily as a served
+    deployment (no work pool) and runs what the UI starts. Last: it replaces the worker one."""
+    from deployments.serve import git_version
+
+    version = git_version()
+    assert version != deployed.version  # the clone has a commit of its own
+    env = dict(server.env)
+    env.update(
+        GROWTH_DEMO_APP_URL=demo["app"], GROWTH_DEMO_EVENTS_URL=demo["events"],
+        GROWTH_STORE_URL=f"sqlite:///{tmp_path / 'store.db'}", GROWTH_DATA_DIR=str(tmp_path / "data"),
+        PREFECT_RUNNER_POLL_FREQUENCY="2",
+    )
+    # growth-digest/daily is deployed to the work pool: serve refuses to mix the two ...
+    refused = subprocess.run(
+        [sys.executable, "-m", "deployments.serve", "daily"], env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        "growth-digest/daily: already deployed to a work pool (prefect deploy). Serve them instead with --replace"
+    ), refused.stderr
+    # ... and with --replace serves it instead
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deployments.serve", "--replace", "daily"], env=env, cwd=tmp_path,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        async def served(client):
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                dep = await client.read_deployment_by_name("growth-digest/daily")
+                if dep.version == version:  # re-registered from this checkout
+                    return dep
+                await asyncio.sleep(1)
+            return None
+
+        dep = _api(server, served)
+        assert dep is not None, f"serve did not register the deployment:\n{_tail(log)}"
+        assert dep.work_pool_name is None and not dep.pull_steps
+        assert [s.schedule.cron for s in dep.schedules] == ["0 7 * * *"]
+        assert dep.global_concurrency_limit.limit == 1
+
+        created = _trigger(server, "growth-digest/daily", {"as_of": END.isoformat(), "dry_run": True})
+
+        async def finished(client):
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                run = await client.read_flow_run(created.id)
+                if run.state and run.state.is_final():
+                    return run
+                await asyncio.sleep(1)
+            return run
+
+        run = _api(server, finished)
+        assert run.state.is_completed(), f"{run.state.type}: {run.state.message}\n{_tail(log)}"
+        assert run.name == "growth-digest-2026-11-30"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # serve pauses its schedules on the way out
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
