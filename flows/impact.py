@@ -22,7 +22,14 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 from pydantic import Field
 
-from flows.daily import DEFAULT_FRAMEWORK, check_schema_task, extract_task, prepare, yesterday
+from flows.daily import (
+    DEFAULT_FRAMEWORK,
+    IsoDate,
+    check_schema_task,
+    extract_task,
+    prepare,
+    yesterday,
+)
 from framework import impact
 from framework.engine import as_of_end, compute
 from framework.errors import DeliveryError, GrowthError
@@ -136,11 +143,11 @@ def _render_chart(result: impact.ImpactResult) -> Path | None:
 def growth_impact(
     framework_path: str,
     step: str,
-    change_date: date,
+    change_date: IsoDate,
     before_cohorts: Annotated[int, Field(ge=1, le=impact.MAX_COHORTS)] = 3,
     after_cohorts: Annotated[int, Field(ge=1, le=impact.MAX_COHORTS)] = 3,
     segment: str | None = None,
-    as_of: date | None = None,
+    as_of: IsoDate | None = None,
     dry_run: bool = True,
     channel: str | None = None,
 ) -> impact.ImpactResult:

@@ -42,10 +42,13 @@ from framework.config import load_config
 from tasks.seed import seed_demo
 from tests.conftest import IN_CI, ROOT
 
-pytestmark = pytest.mark.skipif(
-    not IN_CI and os.environ.get("GROWTH_SKIP_SERVER_TESTS") == "1",
-    reason="GROWTH_SKIP_SERVER_TESTS=1 (the real-server deployment test runs in CI)",
-)
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(
+        not IN_CI and os.environ.get("GROWTH_SKIP_SERVER_TESTS") == "1",
+        reason="GROWTH_SKIP_SERVER_TESTS=1 (the real-server deployment test runs in CI)",
+    ),
+]
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 SPEC = yaml.safe_load((ROOT / "prefect.yaml").read_text())

@@ -104,13 +104,12 @@ def test_backfill_form() -> None:
     assert "'start'" in _rejects("backfill", {"start": "yesterday", "end": "2026-11-30"})
 
 
-@pytest.mark.skipif("impact" not in DEPLOYED, reason="flows/impact.py not present")
 def test_impact_form() -> None:
     schema = _schema("impact")
     props = schema["properties"]
     # the deployment fills in the framework file; a person picks the step and the change date
     assert set(schema["required"]) - set(DEPLOYED["impact"]["parameters"]) == {"step", "change_date"}
-    assert props["change_date"]["format"] == "date" and props["change_date"]["type"] == "string"
+    assert _date(props["change_date"]) and _date(props["as_of"]) and props["as_of"]["default"] is None
     for key in ("before_cohorts", "after_cohorts"):
         assert props[key]["type"] == "integer" and props[key]["minimum"] >= 1 and "maximum" in props[key]
     assert props["dry_run"]["default"] is True
@@ -118,6 +117,8 @@ def test_impact_form() -> None:
     assert "'before_cohorts'" in _rejects(
         "impact", {"step": "first_deployment", "change_date": "2026-07-03", "before_cohorts": 0}
     )
+    assert "'change_date'" in _rejects("impact", {"step": "first_deployment", "change_date": "July 3rd"})
+    assert "'as_of'" in _rejects("impact", {"step": "first_deployment", "change_date": "2026-07-03", "as_of": "today"})
 
 
 def test_the_deployment_parameters_are_the_flow_defaults_or_valid_values() -> None:
