@@ -22,8 +22,10 @@ Tables and their grain (see docs/store.md):
 * ``gf_segment_metrics``: one row per framework x as_of x segment x value x
   step (current period).
 * ``gf_quality_checks``: one row per framework x as_of x check name.
-* ``gf_milestones``: one row per framework x step x entity_id (text): the
-  earliest known reached_at (for incremental extraction).
+* ``gf_milestone_sets``: one row per framework x step: the earliest known
+  reached_at of every entity that reached the step (for incremental
+  extraction), as one Arrow IPC stream (``payload``; columns ``entity_id``
+  text, ``reached_at`` timestamp[us, UTC]; see `encode_milestones`).
 * ``gf_watermarks``: one row per framework x step: the extraction watermark.
 * ``gf_deliveries``: one row per framework x as_of x channel: the Slack
   message (channel_id, ts), status, first_posted_at, updated_at.
@@ -69,7 +71,7 @@ RUN_STATUSES = ("running", "succeeded", "failed", "failed_quality", "superseded"
 SQLITE_BUSY_TIMEOUT_S = 60.0
 PG_LOCK_NAME = "growth-framework metric store migrations"
 CHUNK = 20_000
-MILESTONE_STAGE = "gf_milestones_stage"
+MILESTONE_LOCK = "growth-framework milestones"
 
 
 class StoreError(GrowthError):
@@ -207,12 +209,16 @@ quality_checks = sa.Table(
     sa.Column("success", sa.Boolean),
     sa.Column("observed", sa.Text),
 )
-milestones = sa.Table(
-    "gf_milestones", metadata,
-    *_key("framework", "step", "entity_id"),
-    sa.Column("reached_at", UTCDateTime, nullable=False),
+# Per-entity state is entities x steps: one row per (step, entity) made every full run write,
+# and every incremental run read, millions of rows (issue 9). One compressed Arrow stream per
+# step is written and read in a fraction of a second (docs/performance.md).
+milestone_sets = sa.Table(
+    "gf_milestone_sets", metadata,
+    *_key("framework", "step"),
+    sa.Column("entities", sa.BigInteger, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
 )
-milestones_table = milestones  # the name "milestones" is shadowed by parameters below
 
 watermarks = sa.Table(
     "gf_watermarks", metadata,
@@ -596,11 +602,8 @@ class MetricStore:
                     _insert_many(conn, table, rows[table.name])
                 if watermarks:
                     self._set_watermarks(conn, run.framework, watermarks)
-                if reset_steps:
-                    conn.execute(milestones_table.delete().where(
-                        milestones_table.c.framework == run.framework, milestones_table.c.step.in_(reset_steps)))
-                if milestones is not None and len(milestones):
-                    self._upsert_milestones(conn, run.framework, milestones)
+                if reset_steps or (milestones is not None and len(milestones)):
+                    self._upsert_milestones(conn, run.framework, milestones, replace=reset_steps or ())
                 if previous_run is not None and previous_run != run.run_id:
                     conn.execute(runs.update().where(runs.c.id == previous_run).values(status="superseded"))
         message = f"another run for {run.framework} {run.as_of} committed first; its results stand"
@@ -805,78 +808,115 @@ class MetricStore:
         with self._write("write the milestones") as conn:
             return self._upsert_milestones(conn, framework, frame)
 
-    def _upsert_milestones(self, conn: sa.Connection, framework: str, frame: pd.DataFrame) -> int:
-        """Bulk merge: one ``INSERT ... ON CONFLICT DO UPDATE SET reached_at = LEAST/MIN(old, new)``.
+    def _upsert_milestones(
+        self, conn: sa.Connection, framework: str, frame: pd.DataFrame | None, replace: Iterable[str] = (),
+    ) -> int:
+        """Merge ``frame`` into the stored sets of its steps (the earlier time wins); the sets of
+        the ``replace`` steps are replaced by the frame's rows instead (full refresh).
 
-        PostgreSQL: the rows are COPYed into a temporary table, then merged with
-        one INSERT ... SELECT. SQLite: one executemany of the compiled statement
-        (timestamps pre-formatted in SQLAlchemy's SQLite storage format).
+        Read, merge and write of a set happen under the write lock (SQLite) or a transaction-level
+        advisory lock of the framework (PostgreSQL), so concurrent commits cannot lose rows.
+        Returns the number of distinct (step, entity_id) rows in ``frame``.
         """
         data = _milestone_frame(frame)
-        if data.empty:
+        replace = set(replace)
+        steps = sorted(set(data["step"].unique().tolist()) | replace)
+        if not steps:
             return 0
-        naive = data["reached_at"].dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
-        stamps = [t.replace("T", " ") for t in np.datetime_as_string(naive, unit="us").tolist()]
-        steps, ids = data["step"].tolist(), data["entity_id"].tolist()
-        stmt = _upsert(conn, milestones)
-        key = [milestones.c.framework, milestones.c.step, milestones.c.entity_id]
         if conn.dialect.name == "postgresql":
-            cursor = conn.connection.driver_connection.cursor()
-            try:
-                cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{MILESTONE_STAGE}")
-                cursor.execute(
-                    f"CREATE TEMPORARY TABLE {MILESTONE_STAGE} (step text, entity_id text, reached_at timestamptz)"
-                    " ON COMMIT DROP"
-                )
-                with cursor.copy(f"COPY {MILESTONE_STAGE} (step, entity_id, reached_at) FROM STDIN") as copy:
-                    for row in zip(steps, ids, (t + "+00" for t in stamps), strict=True):
-                        copy.write_row(row)
-            finally:
-                cursor.close()
-            stage = sa.table(MILESTONE_STAGE, sa.column("step"), sa.column("entity_id"), sa.column("reached_at"))
-            stmt = stmt.from_select(
-                ["framework", "step", "entity_id", "reached_at"],
-                sa.select(sa.literal(framework, sa.Text), stage.c.step, stage.c.entity_id, stage.c.reached_at),
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtext(CAST(:name AS text) || CAST(:framework AS text)))"),
+                {"name": MILESTONE_LOCK, "framework": framework},
             )
-            stmt = stmt.on_conflict_do_update(
-                index_elements=key, set_={"reached_at": sa.func.least(milestones.c.reached_at, stmt.excluded.reached_at)},
-                where=stmt.excluded.reached_at < milestones.c.reached_at,  # no new row version when nothing changes
+        keep = [s for s in steps if s not in replace]
+        stored = {
+            r.step: r.payload for r in conn.execute(
+                sa.select(milestone_sets.c.step, milestone_sets.c.payload)
+                .where(milestone_sets.c.framework == framework, milestone_sets.c.step.in_(keep))
             )
-            conn.execute(stmt)
-        else:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=key, set_={"reached_at": sa.func.min(milestones.c.reached_at, stmt.excluded.reached_at)},
-                where=stmt.excluded.reached_at < milestones.c.reached_at,
-            )
-            compiled = stmt.compile(dialect=conn.dialect, column_keys=["framework", "step", "entity_id", "reached_at"])
-            columns = {"framework": [framework] * len(steps), "step": steps, "entity_id": ids, "reached_at": stamps}
-            params = list(zip(*(columns[name] for name in compiled.positiontup), strict=True))
-            for i in range(0, len(params), 100_000):
-                conn.exec_driver_sql(str(compiled), params[i : i + 100_000])
+        } if keep else {}
+        codes, names = pd.factorize(data["step"])
+        now = _now()
+        for step in steps:
+            rows = data.iloc[np.flatnonzero(codes == names.get_loc(step))] if step in names else data.iloc[:0]
+            ids, reached = rows["entity_id"], rows["reached_at"]
+            if step in stored:
+                ids, reached = _merge_earliest(*decode_milestones(stored[step]), ids, reached)
+            where = (milestone_sets.c.framework == framework, milestone_sets.c.step == step)
+            conn.execute(milestone_sets.delete().where(*where))
+            if len(ids):
+                conn.execute(milestone_sets.insert().values(
+                    framework=framework, step=step, entities=len(ids), payload=encode_milestones(ids, reached),
+                    updated_at=now,
+                ))
         return len(data)
 
     def load_milestones(self, framework: str) -> pd.DataFrame:
         """All stored milestones of a framework: ``step``, ``entity_id`` (text), ``reached_at`` (UTC)."""
-        if self.engine.dialect.name == "postgresql":  # exact epoch microseconds: no per-row datetime objects
-            raw = sa.cast(sa.func.extract("epoch", milestones.c.reached_at) * 1_000_000, sa.BigInteger)
-        else:  # the stored text, parsed in one go
-            raw = sa.type_coerce(milestones.c.reached_at, sa.Text)
         with self._read("read the milestones") as conn:
-            rows = conn.execute(
-                sa.select(milestones.c.step, milestones.c.entity_id, raw)
-                .where(milestones.c.framework == framework)
-                .order_by(milestones.c.step, milestones.c.entity_id)
+            sets = conn.execute(
+                sa.select(milestone_sets.c.step, milestone_sets.c.payload)
+                .where(milestone_sets.c.framework == framework).order_by(milestone_sets.c.step)
             ).all()
-        step, entity, reached = (list(col) for col in zip(*rows, strict=True)) if rows else ([], [], [])
-        if self.engine.dialect.name == "postgresql":
-            times = pd.to_datetime(pd.Series(reached, dtype="int64"), unit="us", utc=True)
-        else:
-            times = pd.to_datetime(pd.Series(reached, dtype=object), utc=True, format="ISO8601")
-        return pd.DataFrame({
-            "step": pd.Series(step, dtype="str"),
-            "entity_id": pd.Series(entity, dtype="str"),
-            "reached_at": times.astype("datetime64[us, UTC]"),
-        })
+        frames = []
+        for row in sets:
+            ids, reached = decode_milestones(row.payload)
+            frames.append(pd.DataFrame({"step": row.step, "entity_id": ids, "reached_at": reached}))
+        if not frames:
+            return pd.DataFrame({
+                "step": pd.Series([], dtype="str"), "entity_id": pd.Series([], dtype="str"),
+                "reached_at": pd.Series([], dtype="datetime64[us, UTC]"),
+            })
+        frame = pd.concat(frames, ignore_index=True)
+        frame["step"] = frame["step"].astype("str")
+        return frame
+
+
+# --------------------------------------------------------------------------- milestone sets
+
+
+def encode_milestones(ids: pd.Series, reached: pd.Series) -> bytes:
+    """One step's milestones as the stored payload: an Arrow IPC stream (zstd), columns
+    ``entity_id`` (text) and ``reached_at`` (timestamp[us, UTC]).
+    Read it back with `decode_milestones` (or ``pyarrow.ipc.open_stream(payload).read_pandas()``)."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    table = pa.table({
+        "entity_id": pa.Array.from_pandas(pd.Series(ids).astype("str").reset_index(drop=True), type=pa.string()),
+        "reached_at": pa.Array.from_pandas(
+            pd.Series(reached).astype("datetime64[us, UTC]").reset_index(drop=True), type=pa.timestamp("us", "UTC")
+        ),
+    })
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, table.schema, options=ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def decode_milestones(payload: bytes) -> tuple[pd.Series, pd.Series]:
+    """``(entity_id, reached_at)`` of a stored payload (see `encode_milestones`)."""
+    import pyarrow.ipc as ipc
+
+    frame = ipc.open_stream(payload).read_pandas()
+    return frame["entity_id"].astype("str"), frame["reached_at"].astype("datetime64[us, UTC]")
+
+
+def _merge_earliest(
+    old_ids: pd.Series, old_at: pd.Series, new_ids: pd.Series, new_at: pd.Series
+) -> tuple[pd.Series, pd.Series]:
+    """One step's stored milestones merged with new ones (both unique per id, ids as text):
+    the earlier time wins; one hash lookup of the new ids, no sort."""
+    pos = pd.Index(old_ids).get_indexer(pd.Series(new_ids).astype("str"))
+    found = pos >= 0
+    old_us = old_at.to_numpy(dtype="datetime64[us]").copy()
+    new_us = pd.Series(new_at).astype("datetime64[us, UTC]").to_numpy(dtype="datetime64[us]")
+    earlier = found.copy()
+    earlier[found] = new_us[found] < old_us[pos[found]]
+    old_us[pos[earlier]] = new_us[earlier]
+    ids = pd.concat([old_ids.reset_index(drop=True), pd.Series(new_ids).astype("str")[~found]], ignore_index=True)
+    at = np.concatenate([old_us, new_us[~found]])
+    return ids, pd.Series(at).dt.tz_localize("UTC")
 
 
 # --------------------------------------------------------------------------- row builders
@@ -936,9 +976,10 @@ def _milestone_frame(frame: pd.DataFrame | None) -> pd.DataFrame:
         "reached_at": reached.to_numpy(dtype="datetime64[us]")[present],  # naive UTC
     })
     data = data[data["reached_at"].notna()]
-    data = data.groupby(["step", "entity_id"], sort=False, as_index=False)["reached_at"].min()
+    if data.duplicated(["step", "entity_id"]).any():
+        data = data.groupby(["step", "entity_id"], sort=False, as_index=False)["reached_at"].min()
     data["reached_at"] = data["reached_at"].dt.tz_localize(UTC)
-    return data
+    return data.reset_index(drop=True)
 
 
 def _rebuild_report(conn: sa.Connection, framework: str, as_of: date) -> dict:

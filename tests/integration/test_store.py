@@ -47,7 +47,7 @@ FW = "Test Framework"
 DAY = date(2026, 3, 1)
 ALL_TABLES = {
     "gf_runs", "gf_snapshots", "gf_step_metrics", "gf_cohort_metrics", "gf_segment_metrics",
-    "gf_quality_checks", "gf_milestones", "gf_watermarks", "gf_deliveries", "gf_alembic_version",
+    "gf_quality_checks", "gf_milestone_sets", "gf_watermarks", "gf_deliveries", "gf_alembic_version",
 }
 
 
@@ -155,7 +155,7 @@ def test_migrations_create_every_table_and_match_the_models(store: MetricStore, 
     try:
         with engine.connect() as conn:
             assert set(sa.inspect(conn).get_table_names()) >= ALL_TABLES
-            assert store_module.current_revision(conn) == store_module.head_revision() == "0003"
+            assert store_module.current_revision(conn) == store_module.head_revision() == "0004"
             context = MigrationContext.configure(conn, opts={"version_table": "gf_alembic_version"})
             diffs = [d for d in compare_metadata(context, store_module.metadata) if d[0] != "remove_table"]
             assert diffs == []
