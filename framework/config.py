@@ -136,7 +136,7 @@ class ReportConfig(_Strict):
 
 
 class QualityConfig(_Strict):
-    freshness_hours: Annotated[float, Field(gt=0)] = 36
+    freshness_hours: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 36
     max_orphan_ratio: Annotated[float, Field(ge=0, le=1)] = 0.01
     late_arrival_days: Annotated[int, Field(ge=0)] = 3
     anomaly_pp: Annotated[float, Field(gt=0, le=100)] = 10.0  # conversion change (points) flagged when p < 0.01
@@ -285,6 +285,23 @@ def _step_rules(tree: dict[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+def _yaml_kind(value: Any) -> str:
+    """How a parsed YAML value is called in messages."""
+    if value is None:
+        return "nothing (null)"
+    return {str: "text", bool: "a boolean", int: "a number", float: "a number", list: "a list"}.get(
+        type(value), type(value).__name__)
+
+
+_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """A problem line as one line: control characters and line breaks from the file (in a
+    key, a value) are shown escaped (``\\n``, ``\\x85``), never broken across lines."""
+    return _LINE_BREAKING.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
@@ -321,24 +338,84 @@ def expand_env(tree: Any, env: dict[str, str], path: str = "") -> tuple[Any, lis
     return walk(tree, path), problems
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error (PyYAML
+    silently keeps the last one: a second ``where:`` would drop the first unseen)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable: the base class reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' in one mapping", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+MAX_FILE_CHARS = 1_000_000
+"""A framework file of a few dozen steps is a few KB; anything near this is a mistake."""
+MAX_DEPTH = 50
+MAX_VALUES = 100_000
+"""Values after YAML aliases are followed: an alias bomb (each alias repeating the one before)
+stays a few lines of text but would expand to millions of values."""
+
+
+def _shape_problems(tree: Any) -> list[tuple[str, str]]:
+    """The parsed YAML's shape: no alias that contains itself, at most MAX_DEPTH levels and
+    MAX_VALUES values (aliases counted each time they are used). Iterative: no recursion."""
+    count = 0
+    stack: list[tuple[Any, str, tuple[int, ...]]] = [(tree, "", ())]
+    while stack:
+        node, where, ancestors = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            return [("(top level)", f"too many values (more than {MAX_VALUES:,}, counting YAML aliases each time used)")]
+        if not isinstance(node, dict | list):
+            continue
+        if id(node) in ancestors:
+            return [(where or "(top level)", "a YAML alias refers to a value that contains it")]
+        if len(ancestors) >= MAX_DEPTH:
+            return [(where or "(top level)", f"nested too deeply (at most {MAX_DEPTH} levels)")]
+        inner = (*ancestors, id(node))
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            at = f"{where}[{key}]" if isinstance(node, list) else (f"{where}.{key}" if where else str(key))
+            stack.append((value, at, inner))
+    return []
+
+
 def parse_config(text: str, source_name: str = "<framework>", env: dict[str, str] | None = None) -> FrameworkConfig:
     """Parse and validate framework YAML text. Raises ConfigError listing every problem."""
     env = dict(os.environ) if env is None else env
 
     def fail(items: list[tuple[str, str]]) -> ConfigError:
-        return ConfigError([f"{source_name}: {path}: {msg}" for path, msg in items])
+        return ConfigError([one_line(f"{source_name}: {path}: {msg}") for path, msg in items])
 
+    if len(text) > MAX_FILE_CHARS:
+        raise fail([("(top level)", f"the file is too large ({len(text):,} characters; at most {MAX_FILE_CHARS:,})")])
     try:
-        tree = yaml.safe_load(text)
+        tree = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(top level)"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise fail([(where, f"not valid YAML: {problem}")]) from None
+    except RecursionError:
+        raise fail([("(top level)", f"nested too deeply (at most {MAX_DEPTH} levels)")]) from None
     if tree is None:
         raise fail([("(top level)", "the file is empty")])
     if not isinstance(tree, dict):
         raise fail([("(top level)", f"expected a mapping of keys, got {type(tree).__name__}")])
+    shape = _shape_problems(tree)
+    if shape:
+        raise fail(shape)
     tree, env_problems = expand_env(tree, env)
     if env_problems:
         raise fail(env_problems)
@@ -353,6 +430,8 @@ def parse_config(text: str, source_name: str = "<framework>", env: dict[str, str
                 msg = "unknown key"
             elif err["type"] == "missing":
                 msg = "required key is missing"
+            elif err["type"] == "model_type":  # "a valid dictionary or instance of StepConfig"
+                msg = f"expected a mapping of keys, got {_yaml_kind(err.get('input'))}"
             elif msg.startswith("Value error, "):
                 msg = msg[len("Value error, "):]
             items.append((_loc(err["loc"]), msg))
