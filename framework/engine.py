@@ -109,8 +109,7 @@ def build_matrix(
         reached = to_epoch_us(ms["reached_at"])
         ent_ids, ms_ids = _align(ent["entity_id"], ms["entity_id"])
         rows = pd.Index(ent_ids).get_indexer(ms_ids)
-        col_of = {key: i for i, key in enumerate(tracked)}
-        cols = ms["step"].map(col_of).fillna(-1).to_numpy(dtype=np.int64)
+        cols = _codes(ms["step"], tracked)
         ok = (rows >= 0) & (cols >= 1) & (reached != NOT_REACHED) & (reached < end_us)
         np.minimum.at(T, (rows[ok], cols[ok]), reached[ok])
 
@@ -120,6 +119,15 @@ def build_matrix(
         text = _attribute_text(col)
         attrs[a] = text.fillna(NONE_VALUE).replace("", NONE_VALUE).astype(object)
     return Matrix(ent["entity_id"], created_us, T, attrs, tracked)
+
+
+def _codes(values: pd.Series, categories: list) -> np.ndarray:
+    """Position of each value in ``categories`` (-1 when absent), by one hash of the distinct
+    values (``Series.map`` with a dict costs a Python call per row)."""
+    codes, uniques = pd.factorize(values)
+    position = {c: i for i, c in enumerate(categories)}
+    lookup = np.array([position.get(u, -1) for u in uniques.tolist()] + [-1], dtype=np.int64)
+    return lookup[codes]  # code -1 (missing) takes the trailing -1
 
 
 def _attribute_text(values: pd.Series) -> pd.Series:
@@ -321,13 +329,16 @@ def rank_lowest(steps: list[StepResult], min_sample: int) -> list[str]:
 
 
 def _grouped_counts(R: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    """Reached counts per group: (n_groups, k). ``codes`` < 0 are left out."""
+    """Reached counts per group: (n_groups, k). ``codes`` < 0 are left out.
+
+    One bincount over (group, step) cells of the reached entries, not one per step."""
+    k = R.shape[1]
     ok = codes >= 0
-    out = np.zeros((n_groups, R.shape[1]), dtype=np.int64)
-    if ok.any():
-        for j in range(R.shape[1]):
-            out[:, j] = np.bincount(codes[ok], weights=R[ok, j], minlength=n_groups)[:n_groups].astype(np.int64)
-    return out
+    if not ok.any() or not n_groups:
+        return np.zeros((n_groups, k), dtype=np.int64)
+    rows, cols = np.nonzero(R[ok])
+    cells = codes[ok][rows] * k + cols
+    return np.bincount(cells, minlength=n_groups * k)[: n_groups * k].reshape(n_groups, k).astype(np.int64)
 
 
 def _cohort_table(
@@ -366,13 +377,17 @@ def _cohort_table(
 
     emit(_grouped_counts(R, idx, len(periods)), None, None)
     in_table = idx >= 0
+    n_periods = len(periods)
     for attr in cfg.entity.attributes:
         values = sorted(M.attributes.loc[in_table, attr].unique().tolist()) if len(M.attributes) else []
-        codes_of = {v: i for i, v in enumerate(values)}
-        vcode = M.attributes[attr].map(codes_of).fillna(-1).to_numpy(dtype=np.int64) if values else None
-        for v, vi in codes_of.items():
-            sel = np.where(in_table & (vcode == vi), idx, -1)
-            emit(_grouped_counts(R, sel, len(periods)), attr, v)
+        if not values:
+            continue
+        vcode = _codes(M.attributes[attr], values)
+        # one pass for every value: group = value x cohort
+        cell = np.where(in_table & (vcode >= 0), vcode * n_periods + idx, -1)
+        counts = _grouped_counts(R, cell, len(values) * n_periods).reshape(len(values), n_periods, -1)
+        for vi, v in enumerate(values):
+            emit(counts[vi], attr, v)
     return rows, best
 
 
@@ -384,8 +399,7 @@ def _segment_rows(M: Matrix, R: np.ndarray, in_cur: np.ndarray) -> list[SegmentR
         if not values:
             continue
         codes_of = {v: i for i, v in enumerate(values)}
-        codes = M.attributes[attr].map(codes_of).fillna(-1).to_numpy(dtype=np.int64)
-        codes = np.where(in_cur, codes, -1)
+        codes = np.where(in_cur, _codes(M.attributes[attr], values), -1)
         reached = _grouped_counts(R, codes, len(values))
         entered = _entered(reached)
         for v, vi in codes_of.items():
