@@ -96,8 +96,9 @@ def build_matrix(
     created = to_epoch_us(ent["created_at"])
     keep = (created != NOT_REACHED) & (created < end_us) & ent["entity_id"].notna().to_numpy()
     ent = ent.loc[keep].assign(_created=created[keep])
-    # duplicate ids: the earliest creation wins (the quality gate reports them)
-    ent = ent.sort_values("_created", kind="stable").drop_duplicates("entity_id", keep="first")
+    if not ent["entity_id"].is_unique:
+        # duplicate ids: the earliest creation wins (the quality gate reports them)
+        ent = ent.sort_values("_created", kind="stable").drop_duplicates("entity_id", keep="first")
     ent = ent.reset_index(drop=True)
     n, k = len(ent), len(tracked)
     T = np.full((n, k), NOT_REACHED, dtype=np.int64)
@@ -111,14 +112,29 @@ def build_matrix(
         rows = pd.Index(ent_ids).get_indexer(ms_ids)
         cols = _codes(ms["step"], tracked)
         ok = (rows >= 0) & (cols >= 1) & (reached != NOT_REACHED) & (reached < end_us)
-        np.minimum.at(T, (rows[ok], cols[ok]), reached[ok])
+        cells, times = rows[ok] * k + cols[ok], reached[ok]
+        flat = T.reshape(-1)
+        flat[cells] = times  # one of the cell's times wins the plain assignment...
+        lost = flat[cells] != times  # ...and duplicates (the earliest must win) are few or none
+        if lost.any():
+            np.minimum.at(flat, cells[lost], times[lost])
 
     attrs = pd.DataFrame(index=range(n))
     for a in cfg.entity.attributes:
         col = ent[a].reset_index(drop=True) if a in ent.columns else pd.Series([None] * n)
-        text = _attribute_text(col)
-        attrs[a] = text.fillna(NONE_VALUE).replace("", NONE_VALUE).astype(object)
+        attrs[a] = _attribute_segments(col)
     return Matrix(ent["entity_id"], created_us, T, attrs, tracked)
+
+
+def _attribute_segments(values: pd.Series) -> pd.Categorical:
+    """Each entity's segment value as text ("(none)" when missing or empty), as a categorical:
+    the text is made once per distinct value, not once per entity."""
+    codes, uniques = pd.factorize(values)
+    text = _attribute_text(pd.Series(uniques, dtype=values.dtype if len(uniques) else object))
+    text = text.astype(object).where(text.notna() & (text != ""), NONE_VALUE)
+    text_codes, categories = pd.factorize(pd.Series(list(text) + [NONE_VALUE], dtype=object))
+    codes = text_codes[np.where(codes >= 0, codes, len(text))]
+    return pd.Categorical.from_codes(codes, categories=pd.Index(categories, dtype=object))
 
 
 def _codes(values: pd.Series, categories: list) -> np.ndarray:
@@ -328,17 +344,23 @@ def rank_lowest(steps: list[StepResult], min_sample: int) -> list[str]:
     return [s.key for s in candidates]
 
 
-def _grouped_counts(R: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+def _grouped_counts(R: np.ndarray | tuple[np.ndarray, np.ndarray, int], codes: np.ndarray, n_groups: int) -> np.ndarray:
     """Reached counts per group: (n_groups, k). ``codes`` < 0 are left out.
 
-    One bincount over (group, step) cells of the reached entries, not one per step."""
-    k = R.shape[1]
-    ok = codes >= 0
-    if not ok.any() or not n_groups:
-        return np.zeros((n_groups, k), dtype=np.int64)
-    rows, cols = np.nonzero(R[ok])
-    cells = codes[ok][rows] * k + cols
+    One bincount over (group, step) cells of the reached entries, not one per step. ``R`` may
+    be given as its nonzero entries ``(rows, cols, k)`` (`_reached_cells`), found once."""
+    rows, cols, k = _reached_cells(R) if isinstance(R, np.ndarray) else R
+    group = codes[rows]
+    ok = group >= 0
+    if not n_groups:
+        return np.zeros((0, k), dtype=np.int64)
+    cells = group[ok] * k + cols[ok]
     return np.bincount(cells, minlength=n_groups * k)[: n_groups * k].reshape(n_groups, k).astype(np.int64)
+
+
+def _reached_cells(R: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    rows, cols = np.nonzero(R)
+    return rows, cols, R.shape[1]
 
 
 def _cohort_table(
@@ -375,7 +397,8 @@ def _cohort_table(
                 ):
                     best[key] = conv
 
-    emit(_grouped_counts(R, idx, len(periods)), None, None)
+    RC = _reached_cells(R)
+    emit(_grouped_counts(RC, idx, len(periods)), None, None)
     in_table = idx >= 0
     n_periods = len(periods)
     for attr in cfg.entity.attributes:
@@ -385,7 +408,7 @@ def _cohort_table(
         vcode = _codes(M.attributes[attr], values)
         # one pass for every value: group = value x cohort
         cell = np.where(in_table & (vcode >= 0), vcode * n_periods + idx, -1)
-        counts = _grouped_counts(R, cell, len(values) * n_periods).reshape(len(values), n_periods, -1)
+        counts = _grouped_counts(RC, cell, len(values) * n_periods).reshape(len(values), n_periods, -1)
         for vi, v in enumerate(values):
             emit(counts[vi], attr, v)
     return rows, best
@@ -393,6 +416,7 @@ def _cohort_table(
 
 def _segment_rows(M: Matrix, R: np.ndarray, in_cur: np.ndarray) -> list[SegmentRow]:
     """Grain: attribute x value x tracked step, current period."""
+    RC = _reached_cells(R)
     rows: list[SegmentRow] = []
     for attr in M.attributes.columns:
         values = sorted(M.attributes.loc[in_cur, attr].unique().tolist())
@@ -400,7 +424,7 @@ def _segment_rows(M: Matrix, R: np.ndarray, in_cur: np.ndarray) -> list[SegmentR
             continue
         codes_of = {v: i for i, v in enumerate(values)}
         codes = np.where(in_cur, _codes(M.attributes[attr], values), -1)
-        reached = _grouped_counts(R, codes, len(values))
+        reached = _grouped_counts(RC, codes, len(values))
         entered = _entered(reached)
         for v, vi in codes_of.items():
             for j, key in enumerate(M.step_keys):
