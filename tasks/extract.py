@@ -279,8 +279,8 @@ def _fetch(
     """Run ``query`` and return its rows as a frame typed by ``outs`` (no Row objects)."""
     sql, params = _statement(conn, query)
     if engine.dialect.name == "postgresql" and _csv_readable(outs, engine):
-        frame = _fetch_pg_csv(conn, sql, params, outs, engine)
-        sources.statements.append((*where, f"COPY ({sql}) TO STDOUT"))
+        frame, inline = _fetch_pg_csv(conn, sql, params, outs, engine)
+        sources.statements.append((*where, inline))
     else:
         frame = _fetch_rows(conn, sql, params, outs)
         sources.statements.append((*where, sql))
@@ -306,7 +306,11 @@ def _plain_ints(col: pd.Series) -> pd.Series:
     return col.astype("float64")
 
 
-def _fetch_pg_csv(conn: sa.Connection, sql: str, params: Any, outs: list[_Out], engine: sa.Engine) -> pd.DataFrame:
+def _fetch_pg_csv(
+    conn: sa.Connection, sql: str, params: Any, outs: list[_Out], engine: sa.Engine
+) -> tuple[pd.DataFrame, str]:
+    """The rows of ``sql`` through ``COPY (...) TO STDOUT (FORMAT csv)``, and the SELECT as sent
+    (COPY takes no parameters: psycopg quotes the values into the text, as it would bind them)."""
     import psycopg
 
     dbapi = conn.connection.driver_connection
@@ -325,11 +329,12 @@ def _fetch_pg_csv(conn: sa.Connection, sql: str, params: Any, outs: list[_Out], 
         for o in outs
     }
     if not buffer.getbuffer().nbytes:
-        return pd.DataFrame({o.name: pd.Series([], dtype=dtypes[o.name]) for o in outs})
-    return pd.read_csv(
+        return pd.DataFrame({o.name: pd.Series([], dtype=dtypes[o.name]) for o in outs}), inline
+    frame = pd.read_csv(
         buffer, header=None, names=[o.name for o in outs], dtype=dtypes, na_values=[NULL_TEXT],
         keep_default_na=False, engine="c",
     )
+    return frame, inline
 
 
 def _fetch_rows(conn: sa.Connection, sql: str, params: Any, outs: list[_Out]) -> pd.DataFrame:
