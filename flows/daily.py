@@ -19,6 +19,7 @@ from pydantic import Field
 
 from framework.config import FrameworkConfig, load_config
 from framework.digest import (
+    markdown_code_block,
     render_quality_markdown,
     render_text,
 )
@@ -253,7 +254,7 @@ def artifacts(report: Report, text: str, chart: Path | None = None) -> None:
     key = "growth-" + "".join(c if c.isalnum() else "-" for c in report.framework.lower()).strip("-")
     chart_line = f"\n\nFunnel chart: `{chart}`" if chart else ""
     create_markdown_artifact(
-        markdown=f"```\n{text}\n```{chart_line}", key=f"{key}-digest", description="The digest"
+        markdown=markdown_code_block(text) + chart_line, key=f"{key}-digest", description="The digest"
     )
     if chart is not None:  # the chart itself, inline (a data URL: no file server needed)
         encoded = base64.b64encode(chart.read_bytes()).decode("ascii")

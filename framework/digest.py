@@ -35,12 +35,14 @@ __all__ = [
     "MAX_HEADER_CHARS",
     "MAX_TEXT_CHARS",
     "SIGNIFICANCE",
+    "escape_markdown_cell",
     "escape_mrkdwn",
     "fallback_text",
     "fmt_count",
     "fmt_delta_pp",
     "fmt_duration",
     "fmt_pct",
+    "markdown_code_block",
     "render_blocks",
     "render_quality_alert_blocks",
     "render_quality_alert_text",
@@ -715,12 +717,25 @@ def render_quality_alert_blocks(report: Report, ui_url: str | None = None) -> li
     return blocks
 
 
+_MARKDOWN_SPECIAL = frozenset("\\`*_[]|")
+
+
 def escape_markdown_cell(text: str) -> str:
-    """Text from the data inside a markdown table cell: no table breaks, no HTML, no mentions."""
-    return (
-        str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-        .replace("\n", " ")
-    )
+    """Text from the data inside a markdown table cell: no table breaks, no HTML, no mentions,
+    no links, images, emphasis or code (markdown's punctuation is backslash-escaped)."""
+    text = "".join(f"\\{c}" if c in _MARKDOWN_SPECIAL else c for c in str(text))
+    return text.replace("<", "&lt;").replace(">", "&gt;").replace("\r", " ").replace("\n", " ")
+
+
+def markdown_code_block(text: str) -> str:
+    """``text`` as a fenced code block whose fence is longer than any run of backticks in it,
+    so that text from the data or the framework file (a step name with ```) cannot close it."""
+    longest = run = 0
+    for c in text:
+        run = run + 1 if c == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}"
 
 
 def render_quality_markdown(report: Report, data_docs_url: str | None = None) -> str:

@@ -24,6 +24,9 @@ DIGEST_EVENT = "growth_digest"
 """The message metadata event type that marks a digest, so that an earlier post whose answer
 was lost (a timeout, a killed process) is found again instead of posted twice."""
 POST_ATTEMPTS = 2
+ALERT_TEXT_CHARS = 3000
+"""The quality alert's notification text at most (Slack truncates text past 40,000 and
+advises under 4,000; the blocks carry the details)."""
 HISTORY_PAGES = 5
 
 
@@ -258,6 +261,7 @@ def deliver_once(store, token: str, report, ui_url: str | None = None, chart: Pa
     from datetime import date
 
     from framework.digest import (
+        escape_mrkdwn,
         fallback_text,
         render_blocks,
         render_quality_alert_blocks,
@@ -268,8 +272,11 @@ def deliver_once(store, token: str, report, ui_url: str | None = None, chart: Pa
     channel = report.delivery.channel
     failed_gate = report.data_quality.status == "failed"
     previous = store.get_delivery(report.framework, as_of, channel)
-    if failed_gate:
-        text, blocks = render_quality_alert_text(report, ui_url), render_quality_alert_blocks(report, ui_url)
+    if failed_gate:  # the notification text is mrkdwn too: data in it must not mention anyone
+        text = escape_mrkdwn(render_quality_alert_text(report, ui_url))
+        if len(text) > ALERT_TEXT_CHARS:
+            text = text[: ALERT_TEXT_CHARS - 1] + "…"
+        blocks = render_quality_alert_blocks(report, ui_url)
     else:
         text, blocks = fallback_text(report), render_blocks(report, ui_url)
     if previous is None:
