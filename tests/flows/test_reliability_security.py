@@ -180,12 +180,17 @@ def _files_text(root: Path) -> dict[str, bytes]:
 def test_secrets_never_appear_in_any_output(pg_demo: PgDemo, tmp_path: Path) -> None:  # noqa: F811
     token = f"xoxb-{uuid.uuid4().hex}-secret"
     password = pg_demo.password
-    secrets = [password, quote(password, safe=""), token]
+    store_password = f"store-{uuid.uuid4().hex}"  # PostgreSQL store; trust auth ignores it, the URL has it
+    secrets = [password, quote(password, safe=""), token, store_password]
+    store_schema = f"gf_store_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_ADMIN)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{store_schema}"')
     standin = SlackStandIn(token=token).start()
     reader_env = {source_env_var(n): u for n, u in pg_demo.reader_sources.items()}
     assert all(password in u for u in reader_env.values())
     outputs: dict[str, bytes] = {}
-    store = f"sqlite:///{tmp_path / 'store.db'}"
+    store = f"postgresql+psycopg://postgres:{store_password}@127.0.0.1:5432/test?options=-csearch_path%3D{store_schema}"
     base = ["--framework", str(DEMO_FRAMEWORK), "--as-of", END.isoformat(), "--store", store, "--channel", "#growth"]
     try:
         # 1. a real run as the SELECT-only role, posting with the token: the pipeline works read-only
@@ -210,19 +215,23 @@ def test_secrets_never_appear_in_any_output(pg_demo: PgDemo, tmp_path: Path) -> 
         code, out = _growth(["run", *base], env)
         assert code == 5 and "invalid_auth" in out, out
         outputs["refused token output"] = out.encode()
+        outputs.update(_files_text(tmp_path))  # report, blocks, chart, Data Docs
+        assert any(name.endswith("blocks.json") for name in outputs)
+        engine = sa.create_engine(store)
+        with engine.connect() as conn:
+            flow_runs = [r for r in conn.execute(sa.text("SELECT flow_run_id FROM gf_runs")).scalars() if r]
+            tables = sa.inspect(conn).get_table_names()
+            assert "gf_runs" in tables and "gf_snapshots" in tables
+            outputs["store rows"] = json.dumps(  # every row of every table of the store, as text
+                [list(map(str, r)) for t in tables for r in conn.execute(sa.text(f'SELECT * FROM "{t}"'))]
+            ).encode()
+        engine.dispose()
     finally:
         standin.stop()
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{store_schema}" CASCADE')
+        admin.dispose()
 
-    outputs.update(_files_text(tmp_path))  # report, blocks, chart, Data Docs, the store's raw bytes
-    assert any(name.endswith("blocks.json") for name in outputs)
-    assert any(name.endswith("store.db") for name in outputs)
-    engine = sa.create_engine(store)
-    with engine.connect() as conn:
-        flow_runs = [r for r in conn.execute(sa.text("SELECT flow_run_id FROM gf_runs")).scalars() if r]
-        outputs["store rows"] = json.dumps(
-            [list(map(str, r)) for t in ("gf_runs", "gf_deliveries", "gf_snapshots")
-             for r in conn.execute(sa.text(f"SELECT * FROM {t}"))]).encode()  # noqa: S608 - fixed names
-    engine.dispose()
     assert len(flow_runs) == 3  # runs 1, 2 and 4 reached the flow
     outputs["prefect records"] = _prefect_records(flow_runs).encode()
     assert b"Beginning flow run" in outputs["prefect records"]  # the logs were read
