@@ -157,6 +157,17 @@ def _first_per_id(ids: np.ndarray, us: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return ids[order][keep], us[order][keep]
 
 
+def _step_codes(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray, list]:
+    """Codes of two step columns over their common, sorted step names (one hash per column)."""
+    a_codes, a_names = pd.factorize(a)
+    b_codes, b_names = pd.factorize(b)
+    names = sorted(set(a_names.tolist()) | set(b_names.tolist()))
+    position = {name: i for i, name in enumerate(names)}
+    a_map = np.array([position[n] for n in a_names.tolist()] + [-1], dtype=np.int64)
+    b_map = np.array([position[n] for n in b_names.tolist()] + [-1], dtype=np.int64)
+    return a_map[a_codes], b_map[b_codes], names
+
+
 def merge_milestones(stored: pd.DataFrame, fresh: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Merge stored milestones with freshly read ones: the earlier time wins.
 
@@ -170,10 +181,7 @@ def merge_milestones(stored: pd.DataFrame, fresh: pd.DataFrame) -> tuple[pd.Data
     incremental run costs O(stored + fresh), not a sort of everything.
     """
     s_ids, f_ids = _keys(stored["entity_id"], fresh["entity_id"])
-    steps, names = pd.factorize(
-        pd.concat([stored["step"].astype(object), fresh["step"].astype(object)], ignore_index=True), sort=True
-    )
-    s_step, f_step = steps[: len(stored)], steps[len(stored):]
+    s_step, f_step, names = _step_codes(stored["step"], fresh["step"])
     s_id, f_id = s_ids.to_numpy(dtype=object if s_ids.dtype == "string" else None), f_ids.to_numpy(
         dtype=object if f_ids.dtype == "string" else None
     )
