@@ -87,12 +87,16 @@ class _NoTracebackForUserErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], GrowthError):
+            if str(record.msg).startswith("Encountered exception during execution"):
+                return False  # the flow's own failure: the command prints its problems itself
             record.exc_info, record.exc_text = None, None
         return True
 
 
 def _plain_user_errors() -> None:
     """Install the filter on the console handlers (the root logger's, set up by Prefect)."""
+    # Shutdown chatter while the run's last events are flushed ("Still processing items").
+    logging.getLogger("EventsWorker").setLevel(logging.ERROR)
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, _NoTracebackForUserErrors) for f in handler.filters):
             handler.addFilter(_NoTracebackForUserErrors())
@@ -212,11 +216,34 @@ def _run_flow(
     return code
 
 
+def _writable(path: str | None, flag: str) -> None:
+    """Fail in a second, with exit 2, on an output file that cannot be written (not after
+    the run has computed and stored everything)."""
+    if not path:
+        return
+    target = Path(path)
+    probe = target.with_name(target.name + ".probe")
+    try:
+        if target.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    _writable(args.report_json, "--report-json")
+    _writable(args.blocks_json, "--blocks-json")
     cfg = load_config(args.framework)
     _apply_source_overrides(cfg, args.source or [])
     _use_store(args.store)
     _preflight(cfg)
+    # A scheduled-style run: Prefect's progress lines stay in the run's logs (UI/API); the
+    # terminal gets warnings, the digest (stdout) and, on failure, the problems (stderr).
+    # PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL=INFO shows the progress again.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     return _run_flow(
         Path(args.framework), args.as_of, args.dry_run, args.report_json, args.channel, args.top_n,
         args.blocks_json, args.full_refresh,
@@ -413,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="one daily run: extract, validate, compute, publish")
     p.add_argument("--framework", required=True, help="the framework file (YAML)")
     p.add_argument("--as-of", type=_date, default=None, help="day to report for, YYYY-MM-DD (default yesterday UTC)")
-    p.add_argument("--source", action="append", metavar="NAME=URL", help="override a source's URL (repeatable)")
+    p.add_argument("--source", action="extend", nargs="+", metavar="NAME=URL",
+                   help="override a source's URL (repeatable; several may follow one --source)")
     p.add_argument("--store", metavar="URL", help="metric store (default $GROWTH_STORE_URL, else data/growth.db)")
     p.add_argument("--dry-run", action="store_true", help="publish nowhere; print the digest as text")
     p.add_argument("--report-json", metavar="FILE", help="write the JSON report to FILE")
@@ -428,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--framework", required=True, help="the framework file (YAML)")
     p.add_argument("--start", type=_date, required=True, help="first as_of, YYYY-MM-DD")
     p.add_argument("--end", type=_date, required=True, help="last as_of (inclusive), YYYY-MM-DD")
-    p.add_argument("--source", action="append", metavar="NAME=URL", help="override a source's URL (repeatable)")
+    p.add_argument("--source", action="extend", nargs="+", metavar="NAME=URL",
+                   help="override a source's URL (repeatable; several may follow one --source)")
     p.add_argument("--store", metavar="URL", help="metric store (default $GROWTH_STORE_URL, else data/growth.db)")
     p.add_argument("--force", action="store_true", help="recompute dates already stored")
     p.set_defaults(func=cmd_backfill)
@@ -458,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mature cohorts after the change needed for a verdict (default 3)")
     p.add_argument("--segment", metavar="ATTR", help="also compare per value of this attribute (Bonferroni)")
     p.add_argument("--as-of", type=_date, default=None, help="the data's last day, YYYY-MM-DD (default yesterday UTC)")
-    p.add_argument("--source", action="append", metavar="NAME=URL", help="override a source's URL (repeatable)")
+    p.add_argument("--source", action="extend", nargs="+", metavar="NAME=URL",
+                   help="override a source's URL (repeatable; several may follow one --source)")
     p.add_argument("--dry-run", action="store_true", help="post nothing to Slack; print the result")
     p.add_argument("--channel", help="Slack channel (default: the framework file's report.channel)")
     p.add_argument("--json", metavar="FILE", help="write the JSON result to FILE (and the chart next to it, .png)")

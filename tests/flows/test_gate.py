@@ -93,3 +93,30 @@ def test_blocked_digest_sends_a_quality_alert_instead(
     assert "steps.team.freshness" in json.dumps(alert.body["blocks"])
     assert len(slack.calls_to("chat.update")) == 1
     assert not slack.calls_to("files.completeUploadExternal")  # no chart for a blocked digest
+
+
+def test_the_command_prints_only_the_problems_on_stderr(
+    tmp_path: Path, team_sources: dict[str, str]  # noqa: F811
+) -> None:
+    """cli-and-report.md: a non-zero exit prints one clear line or a short list on stderr, no
+    traceback. Prefect's progress lines stay in the run's own logs."""
+    import os
+    import subprocess
+    import sys
+
+    framework = tmp_path / "team.yaml"
+    framework.write_text(FRAMEWORK, encoding="utf-8")
+    env = {**os.environ, **team_sources, "GROWTH_DATA_DIR": str(tmp_path / "data")}
+    env.pop("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", None)
+    growth = str(Path(sys.executable).with_name("growth"))
+    done = subprocess.run(
+        [growth, "run", "--framework", str(framework), "--as-of", AS_OF.isoformat(), "--dry-run",
+         "--store", f"sqlite:///{tmp_path / 'store.db'}"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 3, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == "data-quality gate failed; digest not published:"
+    assert lines[1:] and all(line.startswith("steps.") or line.startswith("entities.") for line in lines[1:]), lines
+    assert "steps.team.freshness" in done.stderr and "Traceback" not in done.stderr
+    assert "DATA QUALITY FAILED" in done.stdout  # the blocked digest itself, for the reader

@@ -104,3 +104,28 @@ def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) 
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.strip() and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--report-json", "--blocks-json"])
+def test_unwritable_output_exits_2_before_anything_runs(
+    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    for target in (blocker / "r.json", tmp_path):  # a parent that is a file; a directory as the file
+        code = main(["run", "--framework", str(DEMO_FRAMEWORK), "--dry-run", flag, str(target)])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err.strip().splitlines() == [err.strip()] and err.startswith(f"{flag} {target}: cannot write there (")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no probe left behind
+
+
+def test_several_sources_may_follow_one_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # both spellings reach the schema check with both overrides applied (the tables are missing)
+    import sqlite3
+
+    sqlite3.connect(tmp_path / "empty.db").close()
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    for argv in (["--source", f"app={url}", f"events={url}"], ["--source", f"app={url}", "--source", f"events={url}"]):
+        assert main(["run", "--framework", str(DEMO_FRAMEWORK), "--dry-run", *argv]) == 2
+        assert "source 'app' has no table 'workspaces'" in capsys.readouterr().err
