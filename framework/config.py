@@ -127,7 +127,7 @@ class FunnelConfig(_Strict):
     lookback_days: Annotated[int, Field(ge=1, le=3650)] = 28
     cohort: Literal["month", "week"] = "month"
     history_cohorts: Annotated[int, Field(ge=1, le=520)] = 12
-    min_sample: Annotated[int, Field(ge=1)] = 30
+    min_sample: Annotated[int, Field(ge=0)] = 30  # 0: no minimum (a step still needs entrants)
 
 
 class ReportConfig(_Strict):
