@@ -430,3 +430,8 @@ ALLOWED_BAD_CASES = [
 )
 def test_bad_attribute_or_anomaly_pp_names_key_path(changes: dict[str, Any], path: str, words: tuple[str, ...]) -> None:
     assert_problem(problems(text_of(doc(**changes))), path, *words)
+
+
+def test_min_sample_zero_means_no_minimum() -> None:
+    cfg = parse_config(text_of(doc(**{"funnel.min_sample": 0})), FILE, env={})
+    assert cfg.funnel.min_sample == 0
