@@ -241,7 +241,7 @@ class _Out:
     """One output column of an extraction query and how to read it."""
 
     name: str
-    kind: str  # "value" (id or attribute), "time", "count"
+    kind: str  # "value" (an id), "attr" (an attribute), "time", "count"
     type: sa.types.TypeEngine | None = None  # the source column's type (values and times)
 
     def epoch(self, engine: sa.Engine) -> bool:
@@ -324,8 +324,10 @@ def _fetch_pg_csv(
         for block in copy:
             buffer.write(block)
     buffer.seek(0)
+    # text attributes as categoricals: segments have few values, each kept once
     dtypes = {
-        o.name: "Int64" if o.kind == "count" or o.epoch(engine) or isinstance(o.type, sa.Integer) else object
+        o.name: "Int64" if o.kind == "count" or o.epoch(engine) or isinstance(o.type, sa.Integer)
+        else "category" if o.kind == "attr" else object
         for o in outs
     }
     if not buffer.getbuffer().nbytes:
@@ -366,7 +368,7 @@ def extract_entities(cfg: FrameworkConfig, sources: Sources, end: datetime) -> p
     outs = [
         _Out("entity_id", "value", table.c[e.id].type),
         _Out("created_at", "time", table.c[e.created_at].type),
-        *[_Out(f"attr_{i}", "value", table.c[a].type) for i, a in enumerate(e.attributes)],
+        *[_Out(f"attr_{i}", "attr", table.c[a].type) for i, a in enumerate(e.attributes)],
     ]
     exprs = [table.c[e.id], created, *[table.c[a] for a in e.attributes]]
     query = sa.select(*_select(engine, outs, exprs)).where(

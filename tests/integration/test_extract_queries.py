@@ -190,5 +190,9 @@ def test_postgresql_copy_and_row_fetch_give_the_same_frames(
     entities2, aggregates2, fetched = read()
     assert all(sql.startswith("SELECT") for _, _, sql in copied)  # the SELECT inside each COPY
     assert all("%(" in sql for _, _, sql in fetched)  # bound parameters on the row path
+    # the CSV path reads text attributes as categoricals, the row path as objects: same values
+    for frame in (entities, entities2):
+        for col in ("origin", "region"):
+            frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
     pd.testing.assert_frame_equal(entities, entities2, check_dtype=False)
     _assert_same(aggregates, aggregates2)
