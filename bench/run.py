@@ -9,6 +9,9 @@ then, repetition by repetition (interleaved, so load from other processes hits e
 contender alike), the median of ``--repeat`` of:
 
 1. floor: ``SELECT count(*)`` of each source table through a raw psycopg cursor (summed);
+   beside it the GROUP BY floor: the plainest grouping of each step table by the key ours
+   groups it by (``SELECT key, MIN(ts) ... GROUP BY key``, wrapped so PostgreSQL must compute
+   every group), plus ``count(*)`` of the entity table, with the session settings ours uses;
 2. ours, full run: ``flows.daily.compute_day`` (schema check, extraction, assemble,
    compute, quality gate) plus the store commit (results, milestones, watermarks) into a
    fresh SQLite metric store, for as_of = END - 1 day, Prefect tasks called as plain
@@ -19,6 +22,9 @@ contender alike), the median of ``--repeat`` of:
    (reached per step, current period, independent mode) with pandas groupby;
 5. SQL peer: one hand-written SQL query for the same headline numbers (``SQL_PEER``);
 6. peak RSS of ours (full run) and of the naive peer, each in its own process (wait4).
+
+At the smallest size the demo is also loaded into a SQLite file and ours (full and
+incremental) runs against it, beside SQLite's own floor (``count(*)`` per table).
 
 The one more day: the data holds END's records from the start, but the full run for
 END - 1 never counts them (every query bounds times by as_of's end), exactly as if they
@@ -59,6 +65,15 @@ STEPS = (
     "workspace_created", "first_flow_run", "first_deployment", "first_scheduled_run",
     "invited_teammate", "paid",
 )
+# The GROUP BY floor: each step table grouped once by the key ours groups it by (the via
+# foreign key for flow_runs), its time aggregated; the entity table is read, not grouped.
+GROUP_FLOOR = {
+    "workspaces": ("account_id", "created_at"),
+    "flow_runs": ("workspace_id", "start_time"),
+    "deployments": ("account_id", "created_at"),
+    "invitations": ("account_id", "sent_at"),
+    "subscriptions": ("account_id", "started_at"),
+}
 WINDOW_DAYS, LOOKBACK_DAYS = 30, 28  # the demo framework's funnel settings (checked in `ours`)
 WORKER_TIMEOUT = 3600
 
@@ -188,12 +203,12 @@ def median(values: list[float]) -> float:
 # ---- workers (each in its own process) ----------------------------------------------------
 
 
-def worker_ours(schema: str, store: str, as_of: str) -> dict:
+def worker_ours(schema: str, store: str, as_of: str, source_url: str | None = None) -> dict:
     """One run of ours: compute_day + the store commit, Prefect tasks called as functions."""
     started = time.perf_counter()
     import logging
 
-    os.environ["GROWTH_DEMO_APP_URL"] = os.environ["GROWTH_DEMO_EVENTS_URL"] = scoped_url(schema)
+    os.environ["GROWTH_DEMO_APP_URL"] = os.environ["GROWTH_DEMO_EVENTS_URL"] = source_url or scoped_url(schema)
     import great_expectations  # noqa: F401 - imported by the quality gate on first use: start-up cost
 
     from flows import daily
@@ -327,6 +342,40 @@ def floor(schema: str) -> dict[str, float]:
     return times
 
 
+def group_floor(schema: str) -> dict[str, float]:
+    """The GROUP BY floor per table (see GROUP_FLOOR), with the session settings ours uses."""
+    import psycopg
+
+    from tasks.extract import PG_SETTINGS
+
+    times = {}
+    with psycopg.connect(libpq_dsn(schema), autocommit=True) as conn:
+        for name, value in PG_SETTINGS.items():
+            conn.execute(f"SET {name} = '{value}'")
+        for table in TABLES:
+            if table in GROUP_FLOOR:
+                key, ts = GROUP_FLOOR[table]
+                sql = f"SELECT count(*), max(t) FROM (SELECT {key}, min({ts}) AS t FROM {table} GROUP BY {key}) g"
+            else:
+                sql = f"SELECT count(*) FROM {table}"
+            t0 = time.perf_counter()
+            conn.execute(sql).fetchone()
+            times[table] = time.perf_counter() - t0
+    return times
+
+
+def sqlite_floor(path: Path) -> dict[str, float]:
+    import sqlite3
+
+    times = {}
+    with sqlite3.connect(path) as conn:
+        for table in TABLES:
+            t0 = time.perf_counter()
+            conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            times[table] = time.perf_counter() - t0
+    return times
+
+
 def sql_peer(schema: str, as_of: date) -> tuple[float, dict[str, int]]:
     import psycopg
 
@@ -377,14 +426,18 @@ def bench_size(n: int, repeat: int, naive_repeat: int, work: Path, log, reuse: b
     log(f"[{n:,}] seeded in {seeded:.1f} s")
     floor(schema)  # warm-up: every table read once (OS cache), not counted
     full_as_of, incr_as_of = END - timedelta(days=1), END
-    m: dict[str, list] = {k: [] for k in ("floor", "sql", "full", "incr", "naive", "imports",
+    m: dict[str, list] = {k: [] for k in ("floor", "group", "sql", "full", "incr", "naive", "imports",
                                           "rss_full", "rss_incr", "rss_naive")}
     checks: dict[str, dict] = {}
     floors: list[dict[str, float]] = []
+    groups: list[dict[str, float]] = []
     for rep in range(repeat):
         per_table = floor(schema)
         floors.append(per_table)
         m["floor"].append(sum(per_table.values()))
+        grouped = group_floor(schema)
+        groups.append(grouped)
+        m["group"].append(sum(grouped.values()))
         seconds, checks["sql"] = sql_peer(schema, full_as_of)
         m["sql"].append(seconds)
 
@@ -408,7 +461,8 @@ def bench_size(n: int, repeat: int, naive_repeat: int, work: Path, log, reuse: b
             m["naive"].append(naive["seconds"])
             m["rss_naive"].append(rss)
             checks["naive"] = naive
-        log(f"[{n:,}] rep {rep + 1}: floor {m['floor'][-1]:.2f} s, SQL peer {m['sql'][-1]:.2f} s, "
+        log(f"[{n:,}] rep {rep + 1}: floor {m['floor'][-1]:.2f} s, GROUP BY floor {m['group'][-1]:.2f} s, "
+            f"SQL peer {m['sql'][-1]:.2f} s, "
             f"full {full['seconds']:.2f} s, incremental {incr['seconds']:.2f} s"
             + (f", naive {m['naive'][-1]:.2f} s" if rep < naive_repeat else ""))
     _, checks["sql_incr"] = sql_peer(schema, incr_as_of)
@@ -419,6 +473,8 @@ def bench_size(n: int, repeat: int, naive_repeat: int, work: Path, log, reuse: b
         "rows": rows_of(schema),
         "floor": median(m["floor"]),
         "floor_tables": {t: median([f[t] for f in floors]) for t in TABLES},
+        "group": median(m["group"]),
+        "group_tables": {t: median([g[t] for g in groups]) for t in TABLES},
         "sql": median(m["sql"]),
         "full": median(m["full"]),
         "incr": median(m["incr"]),
@@ -431,8 +487,43 @@ def bench_size(n: int, repeat: int, naive_repeat: int, work: Path, log, reuse: b
         "incr_log": checks["incr"]["log"],
         "full_log": checks["full"]["log"],
         "mismatch": compare(checks),
+        "reached": checks["full"]["reached"],
     }
     return result
+
+
+def bench_sqlite(n: int, repeat: int, work: Path, log) -> dict:
+    """The small tier on SQLite: the same demo in one SQLite file; its floor and ours."""
+    from tasks.seed import seed_demo
+
+    path = work / f"sqlite_{n}.db"
+    url = f"sqlite:///{path}"
+    log(f"[{n:,} SQLite] seeding {path.name} ...")
+    t0 = time.perf_counter()
+    seed_demo(url, None, accounts=n, seed=SEED, end_date=END)
+    seeded = time.perf_counter() - t0
+    sqlite_floor(path)  # warm-up: every table read once (OS cache), not counted
+    full_as_of, incr_as_of = END - timedelta(days=1), END
+    m: dict[str, list] = {k: [] for k in ("floor", "full", "incr", "rss")}
+    runs: dict[str, dict] = {}
+    for rep in range(repeat):
+        m["floor"].append(sum(sqlite_floor(path).values()))
+        store = work / f"store_sqlite_{n}_{rep}.db"
+        store.unlink(missing_ok=True)
+        runs["full"], rss = run_worker("ours", schema="-", store=store, as_of=full_as_of.isoformat(), source_url=url)
+        m["full"].append(runs["full"]["seconds"])
+        m["rss"].append(rss)
+        incr_store = work / f"store_sqlite_{n}_{rep}_incr.db"
+        shutil.copyfile(store, incr_store)
+        runs["incr"], rss = run_worker("ours", schema="-", store=incr_store, as_of=incr_as_of.isoformat(),
+                                       source_url=url)
+        m["incr"].append(runs["incr"]["seconds"])
+        m["rss"].append(rss)
+        log(f"[{n:,} SQLite] rep {rep + 1}: floor {m['floor'][-1]:.2f} s, full {m['full'][-1]:.2f} s, "
+            f"incremental {m['incr'][-1]:.2f} s")
+    path.unlink(missing_ok=True)
+    return {"accounts": n, "seed_seconds": seeded, "floor": median(m["floor"]), "full": median(m["full"]),
+            "incr": median(m["incr"]), "rss_ours": max(m["rss"]), "reached": runs["full"]["reached"]}
 
 
 def rows_of(schema: str) -> dict[str, int]:
@@ -490,27 +581,28 @@ def fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def report(results: list[dict], prefect: dict, meta: dict) -> str:
+def report(results: list[dict], prefect: dict, meta: dict, lite: dict | None = None) -> str:
     lines = [
         f"Run {meta['date']} on {meta['machine']}: `{meta['command']}`",
         "",
-        "| accounts | source rows | seed (s) | floor (s) | SQL peer (s) | ours full (s) | ours incremental (s) "
-        "| naive peer (s) | RSS ours (GB) | RSS naive (GB) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| accounts | source rows | seed (s) | floor (s) | GROUP BY floor (s) | SQL peer (s) | ours full (s) "
+        "| ours incremental (s) | naive peer (s) | RSS ours (GB) | RSS naive (GB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         naive = fmt(r["naive"]) + ("" if r["naive_runs"] in (0, meta["repeat"]) else f" ({r['naive_runs']} run)")
         lines.append(
             f"| {r['accounts']:,} | {sum(r['rows'].values()):,} | {r['seed_seconds']:.1f} | {fmt(r['floor'])} "
-            f"| {fmt(r['sql'])} | {fmt(r['full'])} | {fmt(r['incr'])} | {naive} | {fmt(r['rss_ours'])} "
+            f"| {fmt(r['group'])} | {fmt(r['sql'])} | {fmt(r['full'])} | {fmt(r['incr'])} | {naive} | {fmt(r['rss_ours'])} "
             f"| {fmt(r['rss_naive'])} |"
         )
-    lines += ["", "| accounts | full / floor | incremental / full | naive / full | full / SQL peer |",
-              "|---:|---:|---:|---:|---:|"]
+    lines += ["", "| accounts | full / floor | full / GROUP BY floor | incremental / full | naive / full "
+              "| full / SQL peer |", "|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         x = ratios(r)
-        lines.append(f"| {r['accounts']:,} | {fmt(x['full / floor'])} | {fmt(x['incremental / full'], 3)} "
-                     f"| {fmt(x['naive / full'], 1)} | {fmt(x['full / SQL peer'])} |")
+        lines.append(f"| {r['accounts']:,} | {fmt(x['full / floor'])} | {fmt(r['full'] / r['group'])} "
+                     f"| {fmt(x['incremental / full'], 3)} | {fmt(x['naive / full'], 1)} "
+                     f"| {fmt(x['full / SQL peer'])} |")
     lines += ["", f"Targets at {results[-1]['accounts']:,} accounts:", "",
               "| target | limit | observed | met |", "|---|---:|---:|---|"]
     for name, limit, value, met in verdicts(results):
@@ -527,6 +619,10 @@ def report(results: list[dict], prefect: dict, meta: dict) -> str:
             f"{r['accounts']:,}: " + ", ".join(f"{t} {v:.2f}" for t, v in r["floor_tables"].items())
             for r in results) + ".",
         "",
+        "GROUP BY floor per table (s, median): " + "; ".join(
+            f"{r['accounts']:,}: " + ", ".join(f"{t} {v:.2f}" for t, v in r["group_tables"].items())
+            for r in results) + ".",
+        "",
         "Quality gate (full, incremental): " + "; ".join(
             f"{r['accounts']:,}: {', '.join(r['quality'])}" for r in results) + ".",
         "",
@@ -538,6 +634,23 @@ def report(results: list[dict], prefect: dict, meta: dict) -> str:
             "identical at every size." if not any(r["mismatch"] for r in results) else
             "; ".join(f"{r['accounts']:,}: {', '.join(r['mismatch'])}" for r in results if r["mismatch"])),
     ]
+    if lite is not None:
+        lines += [
+            "",
+            f"SQLite, the small tier (the same demo in one SQLite file, {lite['accounts']:,} accounts; "
+            f"seeded in {lite['seed_seconds']:.1f} s):",
+            "",
+            "| accounts | floor (s) | ours full (s) | ours incremental (s) | full / floor | incremental / full "
+            "| RSS ours (GB) |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {lite['accounts']:,} | {fmt(lite['floor'])} | {fmt(lite['full'])} | {fmt(lite['incr'])} "
+            f"| {fmt(lite['full'] / lite['floor'], 1)} | {fmt(lite['incr'] / lite['full'], 3)} "
+            f"| {fmt(lite['rss_ours'])} |",
+            "",
+            "Headline numbers, SQLite vs PostgreSQL: " + (
+                "not compared (no PostgreSQL tier of this size)." if "mismatch" not in lite
+                else lite["mismatch"] or "identical."),
+        ]
     return "\n".join(lines)
 
 
@@ -579,15 +692,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the bench_<n> schemas")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse a kept bench_<n> schema holding the same demo instead of seeding it")
+    parser.add_argument("--sqlite-size", type=int, default=None,
+                        help="also run the small tier on SQLite at this size (default: the smallest size "
+                             "when it is at most 100000; 0: no SQLite tier)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--schema", help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
     parser.add_argument("--as-of", help=argparse.SUPPRESS)
+    parser.add_argument("--source-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
         if args.worker == "ours":
-            out = worker_ours(args.schema, args.store, args.as_of)
+            out = worker_ours(args.schema, args.store, args.as_of, args.source_url)
         elif args.worker == "naive":
             out = worker_naive(args.schema, args.as_of)
         else:
@@ -596,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sizes = sorted(int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip())
+    if args.sqlite_size is None:
+        args.sqlite_size = sizes[0] if sizes[0] <= 100_000 else 0
     naive_repeat = args.repeat if args.naive_repeat is None else args.naive_repeat
     command = "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
     started = time.perf_counter()
@@ -615,17 +734,25 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_size(n, args.repeat, naive_repeat, work, log, args.reuse))
             if not args.keep:
                 drop_schema(f"bench_{n}")
+        lite = None
+        if args.sqlite_size:
+            lite = bench_sqlite(args.sqlite_size, args.repeat, work, log)
+            pg = next((r for r in results if r["accounts"] == args.sqlite_size), None)
+            if pg is not None:
+                diff = [f"{k}: SQLite {v}, PostgreSQL {pg['reached'][k]}" for k, v in lite["reached"].items()
+                        if pg["reached"].get(k) != v]
+                lite["mismatch"] = "; ".join(diff)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not args.keep:
             for n in sizes:
                 drop_schema(f"bench_{n}")
-    text = report(results, prefect, meta)
+    text = report(results, prefect, meta, lite)
     print(text)
     if args.write:
         write_docs(Path(args.write), text, "sizes " + ",".join(str(n) for n in sizes))
     missed = [name for name, _, _, met in verdicts(results) if met is False]
-    mismatch = any(r["mismatch"] for r in results)
+    mismatch = any(r["mismatch"] for r in results) or bool(lite and lite.get("mismatch"))
     log(f"done; targets missed: {', '.join(missed) or 'none'}" + ("; headline mismatch" if mismatch else ""))
     return 1 if missed or mismatch else 0
 
