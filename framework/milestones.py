@@ -91,6 +91,11 @@ def assemble(
         else pd.DataFrame(columns=["step", "entity_id", "reached_at"])
     )
     milestones["reached_at"] = pd.to_datetime(milestones["reached_at"], utc=True)
+    # the step as a categorical: later selections and renames of steps cost per step, not per row
+    keys = [s.key for s in cfg.tracked_steps[1:]]
+    milestones["step"] = pd.Categorical.from_codes(
+        np.repeat(np.arange(len(frames), dtype=np.int32), [len(f) for f in frames]), categories=keys
+    ) if frames else pd.Categorical([], categories=keys)
     stats = pd.DataFrame(
         rows, columns=["step", "source", "table", "records", "orphan_records", "null_timestamps", "newest"]
     )
@@ -211,7 +216,8 @@ def merge_milestones(stored: pd.DataFrame, fresh: pd.DataFrame) -> tuple[pd.Data
         times = np.concatenate(us) if us else np.array([], dtype="int64")
         codes = np.concatenate(step_codes) if step_codes else np.array([], dtype="int64")
         return pd.DataFrame({
-            "step": pd.Series(np.asarray(names, dtype=object)[codes] if len(names) else [], dtype=object),
+            "step": pd.Categorical.from_codes(codes.astype(np.int32), categories=names) if len(names)
+            else pd.Categorical([]),
             "entity_id": pd.Series(id_values, dtype="string" if s_ids.dtype == "string" else "int64"),
             "reached_at": pd.Series(times.view("datetime64[us]")).dt.tz_localize("UTC"),
         })

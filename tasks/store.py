@@ -841,6 +841,8 @@ class MetricStore:
         now = _now()
         for step in steps:
             rows = data.iloc[np.flatnonzero(codes == names.get_loc(step))] if step in names else data.iloc[:0]
+            if not pd.Index(rows["entity_id"]).is_unique:  # ON CONFLICT semantics: the earliest wins
+                rows = rows.groupby("entity_id", sort=False, as_index=False)["reached_at"].min()
             ids, reached = rows["entity_id"], rows["reached_at"]
             if step in stored:
                 ids, reached = _merge_earliest(*decode_milestones(stored[step]), ids, reached)
@@ -962,11 +964,8 @@ def _metric_rows(framework: str, as_of: date, report: dict) -> dict[str, list[di
 
 
 def _milestone_frame(frame: pd.DataFrame | None) -> pd.DataFrame:
-    """``step``, ``entity_id`` (text), ``reached_at`` (UTC): one row per (step, entity_id), the earliest time.
-
-    (ON CONFLICT cannot touch one row twice in one statement.) Rows without an
-    entity id or a time are dropped.
-    """
+    """``step``, ``entity_id`` (text), ``reached_at`` (UTC). Rows without an entity id or a time
+    are dropped; a (step, entity_id) may repeat (`_upsert_milestones` keeps the earliest)."""
     if frame is None or frame.empty:
         return pd.DataFrame({"step": [], "entity_id": [], "reached_at": []})
     missing = {"step", "entity_id", "reached_at"} - set(frame.columns)
@@ -974,14 +973,13 @@ def _milestone_frame(frame: pd.DataFrame | None) -> pd.DataFrame:
         raise ValueError(f"milestones need columns step, entity_id, reached_at (missing {', '.join(sorted(missing))})")
     present = frame["entity_id"].notna().to_numpy()
     reached = pd.to_datetime(frame["reached_at"], utc=True, format="mixed").dt.tz_localize(None)
+    step = frame["step"][present]
     data = pd.DataFrame({
-        "step": frame["step"].astype(str).to_numpy()[present],
-        "entity_id": ids_as_text(frame["entity_id"][present]).to_numpy(),
+        "step": step.astype(str) if not isinstance(step.dtype, pd.CategoricalDtype) else step,
+        "entity_id": ids_as_text(frame["entity_id"][present]).astype("str").to_numpy(),
         "reached_at": reached.to_numpy(dtype="datetime64[us]")[present],  # naive UTC
     })
     data = data[data["reached_at"].notna()]
-    if data.duplicated(["step", "entity_id"]).any():
-        data = data.groupby(["step", "entity_id"], sort=False, as_index=False)["reached_at"].min()
     data["reached_at"] = data["reached_at"].dt.tz_localize(UTC)
     return data.reset_index(drop=True)
 
