@@ -56,6 +56,8 @@ FETCH_CHUNK = 100_000
 # than it saves at these sizes.
 PG_SETTINGS = {"work_mem": "256MB", "jit": "off"}
 NULL_TEXT = "\\N"  # the NULL marker of the PostgreSQL CSV stream
+# Dialects that cannot select a predicate as a column (``a < b AS flag``): flags become CASE.
+NO_PREDICATE_COLUMNS = {"mssql", "oracle", "ibm_db_sa", "db2", "sybase", "teradatasql", "teradata"}
 
 
 def redact(url: str | sa.URL) -> str:
@@ -463,10 +465,17 @@ def table_query(
 
     key = table.c[first.via.foreign_key] if first.via else table.c[first.entity_id]
     flags = {f"m{i}": m for i, m in enumerate(matches) if m is not None and len(read.steps) > 1}
-    rows = sa.select(
-        key.label("k"), *[m.label(name) for name, m in flags.items()],
-        (ts < _ts_bound(engine, ts_col, end)).label("b"), ts.label("ts"),
-    )
+    bound = _ts_bound(engine, ts_col, end)
+    # Flags as boolean columns where the dialect selects predicates (PostgreSQL then knows each
+    # has two values and picks a hash aggregate); else as CASE ... 1/0 (NULL time: b NULL).
+    predicates = engine.dialect.name not in NO_PREDICATE_COLUMNS
+    if predicates:
+        flag_cols = [m.label(name) for name, m in flags.items()]
+        before_col = (ts < bound).label("b")
+    else:
+        flag_cols = [sa.case((m, 1), else_=0).label(name) for name, m in flags.items()]
+        before_col = sa.case((ts < bound, 1), (ts >= bound, 0)).label("b")
+    rows = sa.select(key.label("k"), *flag_cols, before_col, ts.label("ts"))
     if where is not None:
         rows = rows.where(where)
     rows = rows.subquery("matched")
@@ -482,9 +491,12 @@ def table_query(
 
     exprs: list[sa.ColumnElement] = []
     outs: list[_Out] = []
-    before = per_key.c.b  # a boolean column; SQLAlchemy writes the test each dialect needs
+    def true(column: sa.ColumnElement) -> sa.ColumnElement:
+        return column if predicates else column == 1
+
+    before = true(per_key.c.b)
     for i, _step in enumerate(read.steps):
-        mine = per_key.c[f"m{i}"] if f"m{i}" in flags else None
+        mine = true(per_key.c[f"m{i}"]) if f"m{i}" in flags else None
         counted = sa.and_(mine, before) if mine is not None else before
         nulls = sa.and_(mine, per_key.c.b.is_(None)) if mine is not None else per_key.c.b.is_(None)
         exprs += [
