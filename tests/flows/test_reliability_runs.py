@@ -292,3 +292,26 @@ def test_growth_deliver_refused_by_slack_exits_5(demo_urls, slack, tmp_path, mon
     err = capsys.readouterr().err
     assert code == 5 and "invalid_auth" in err and "xoxb-revoked-secret" not in err
     assert slack.messages == {}
+
+
+def test_growth_deliver_of_a_day_that_failed_the_gate_sends_the_alert_once(slack, tmp_path, monkeypatch, capsys) -> None:
+    """Blocked results are stored too (failed_quality): deliver re-sends the alert, not the digest, exit 3."""
+    from tests.flows.test_reliability_data import FRAMEWORK, _database
+
+    url = _database(tmp_path / "empty.db", [], [])  # empty tables: the freshness checks fail
+    framework = tmp_path / "growth.yaml"
+    framework.write_text(FRAMEWORK.format(signup_name="Sign up", attributes="origin"), encoding="utf-8")
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    assert main(["run", "--framework", str(framework), "--as-of", END.isoformat(), "--source", f"db={url}",
+                 "--store", store, "--dry-run"]) == 3
+    monkeypatch.setenv("SLACK_BOT_TOKEN", VALID_TOKEN)
+    monkeypatch.setenv("SLACK_API_URL", slack.url)
+    capsys.readouterr()
+    deliver = ["deliver", "--framework", str(framework), "--as-of", END.isoformat(), "--store", store]
+    assert main(deliver) == 3
+    assert "failed the data-quality gate: the alert was sent to #growth" in capsys.readouterr().err
+    (message,) = slack.channel_messages("C0GROWTH")
+    assert message["text"].startswith("DATA QUALITY FAILED")
+    assert main(deliver) == 3  # again: the same message
+    assert len(slack.calls_to("chat.postMessage")) == 1 and len(slack.calls_to("chat.update")) == 1
+    assert slack.calls_to("files.completeUploadExternal") == []  # no chart with an alert
