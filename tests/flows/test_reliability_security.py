@@ -244,3 +244,61 @@ def test_secrets_never_appear_in_any_output(pg_demo: PgDemo, tmp_path: Path) -> 
     assert leaks == []
     # what a leak would look like is found: the search works
     assert any(token.encode() in (c.token or "").encode() for c in standin.calls)
+
+
+# ---------------------------------------------------------------- the store's connection dropped mid-write
+
+
+def test_store_connection_ended_mid_write_is_retried_and_stored_once(
+    pg_demo: PgDemo, slack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811 - the fixture
+) -> None:
+    """The store's backend is ended while the run holds its write transaction open (old rows
+    deleted, new ones not inserted): the transaction is lost whole, `store-results` is retried,
+    and the day ends stored once and posted once."""
+    from tasks.store import MetricStore
+    from tests.support.slack_standin import VALID_TOKEN
+
+    schema = f"gf_store_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_ADMIN)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    app_name = f"gf_store_{uuid.uuid4().hex[:6]}"
+    store = f"{PG_ADMIN}?application_name={app_name}&options=-csearch_path%3D{schema}"
+    for name, url in pg_demo.reader_sources.items():
+        monkeypatch.setenv(source_env_var(name), url)
+    monkeypatch.setenv("GROWTH_STORE_URL", store)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", VALID_TOKEN)
+    monkeypatch.setenv("SLACK_API_URL", slack.url)
+    monkeypatch.setenv("GROWTH_FAULT", "store.write")
+    monkeypatch.setenv("GROWTH_FAULT_SLEEP", "3")
+    outcome: dict = {}
+
+    def end_the_writer() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "terminated" not in outcome:
+            with admin.connect() as conn:
+                pid = conn.execute(sa.text(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = :a AND state = 'idle in transaction' "
+                    "AND query LIKE 'DELETE FROM gf_%'"), {"a": app_name}).scalar()
+                if pid is not None:
+                    outcome["terminated"] = conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=end_the_writer)
+    killer.start()
+    try:
+        state = growth_digest(as_of=END, framework_path=str(DEMO_FRAMEWORK), channel="#growth", return_state=True)
+        killer.join(150)
+        assert outcome.get("terminated") is True  # the write transaction's backend really was ended
+        assert state.is_completed(), state.message
+        assert _task_runs(state.state_details.flow_run_id)["store-results"].run_count == 2
+        assert state.result().delivery.status == "posted"
+        assert len(slack.calls_to("chat.postMessage")) == 1
+        with MetricStore.open(store) as kept:
+            assert kept.stored_version("Prefect Growth Framework", END) == 1
+            history = kept.step_history("Prefect Growth Framework")
+        assert len(history) == 8 and history["as_of"].tolist() == [END] * 8  # one row per step, no duplicates
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.dispose()
