@@ -46,9 +46,9 @@ def to_epoch_us(values: pd.Series | pd.Index) -> np.ndarray:
     if not pd.api.types.is_datetime64_any_dtype(s):
         s = pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
     if getattr(s.dt, "tz", None) is not None:
-        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
-    arr = s.to_numpy(dtype="datetime64[us]")
-    out = arr.astype(np.int64)
+        s = s.dt.tz_convert(None)  # naive UTC, the same instants
+    arr = s.to_numpy().astype("datetime64[us]", copy=False)
+    out = arr.view(np.int64).copy()
     out[np.isnat(arr)] = NOT_REACHED
     return out
 
@@ -96,7 +96,7 @@ def build_matrix(
     created = to_epoch_us(ent["created_at"])
     keep = (created != NOT_REACHED) & (created < end_us) & ent["entity_id"].notna().to_numpy()
     ent = ent.loc[keep].assign(_created=created[keep])
-    if not ent["entity_id"].is_unique:
+    if not _unique_ids(ent["entity_id"]):
         # duplicate ids: the earliest creation wins (the quality gate reports them)
         ent = ent.sort_values("_created", kind="stable").drop_duplicates("entity_id", keep="first")
     ent = ent.reset_index(drop=True)
@@ -109,7 +109,7 @@ def build_matrix(
         ms = milestones[milestones["entity_id"].notna()]
         reached = to_epoch_us(ms["reached_at"])
         ent_ids, ms_ids = _align(ent["entity_id"], ms["entity_id"])
-        rows = pd.Index(ent_ids).get_indexer(ms_ids)
+        rows = _positions(ent_ids, ms_ids)
         cols = _codes(ms["step"], tracked)
         ok = (rows >= 0) & (cols >= 1) & (reached != NOT_REACHED) & (reached < end_us)
         cells, times = rows[ok] * k + cols[ok], reached[ok]
@@ -137,9 +137,49 @@ def _attribute_segments(values: pd.Series) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=pd.Index(categories, dtype=object))
 
 
+def _dense_range(ids: pd.Series) -> tuple[int, int] | None:
+    """(min, size) when ``ids`` are int64 spread over a range at most a few times their count
+    (the usual integer keys): positions then come from one array lookup, not a hash table."""
+    if ids.dtype != np.int64 or not len(ids):
+        return None
+    values = ids.to_numpy()
+    low, high = int(values.min()), int(values.max())
+    size = high - low + 1
+    return (low, size) if size <= 4 * len(values) + 1024 else None
+
+
+def _unique_ids(ids: pd.Series) -> bool:
+    dense = _dense_range(ids)
+    if dense is None:
+        return bool(ids.is_unique)
+    low, size = dense
+    return int(np.bincount(ids.to_numpy() - low, minlength=size).max()) <= 1
+
+
+def _positions(index_ids: pd.Series, ids: pd.Series) -> np.ndarray:
+    """Row of each of ``ids`` in ``index_ids`` (unique), -1 when absent."""
+    dense = _dense_range(index_ids)
+    if dense is None or ids.dtype != np.int64:
+        return pd.Index(index_ids).get_indexer(ids)
+    low, size = dense
+    lookup = np.full(size, -1, dtype=np.int64)
+    lookup[index_ids.to_numpy() - low] = np.arange(len(index_ids), dtype=np.int64)
+    offset = ids.to_numpy() - low
+    if not len(offset) or (int(offset.min()) >= 0 and int(offset.max()) < size):
+        return lookup[offset]
+    inside = (offset >= 0) & (offset < size)
+    out = np.full(len(offset), -1, dtype=np.int64)
+    out[inside] = lookup[offset[inside]]
+    return out
+
+
 def _codes(values: pd.Series, categories: list) -> np.ndarray:
     """Position of each value in ``categories`` (-1 when absent), by one hash of the distinct
     values (``Series.map`` with a dict costs a Python call per row)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):  # the codes are there already
+        position = {c: i for i, c in enumerate(categories)}
+        lookup = np.array([position.get(c, -1) for c in values.cat.categories.tolist()] + [-1], dtype=np.int64)
+        return lookup[values.cat.codes.to_numpy()]
     codes, uniques = pd.factorize(values)
     position = {c: i for i, c in enumerate(categories)}
     lookup = np.array([position.get(u, -1) for u in uniques.tolist()] + [-1], dtype=np.int64)
@@ -158,9 +198,12 @@ def _attribute_text(values: pd.Series) -> pd.Series:
 def reached_matrix(T: np.ndarray, window_days: int, mode: str) -> np.ndarray:
     """Boolean (entities x tracked steps): entity reached the step, as the mode defines it."""
     has = T != NOT_REACHED
-    t0 = T[:, :1]
-    elapsed = np.where(has, T - np.where(has, t0, 0), 0)
-    within = has & (elapsed <= window_days * US_PER_DAY)
+    t0 = T[:, 0]
+    limit = window_days * US_PER_DAY
+    within = np.empty_like(has)
+    with np.errstate(over="ignore"):  # NOT_REACHED - t0 may wrap; ``has`` masks it out
+        for j in range(T.shape[1]):
+            within[:, j] = has[:, j] & ((T[:, j] - t0) <= limit)
     if mode == "independent":
         return within
     chain = within
@@ -246,6 +289,9 @@ def compute(
 
     cohorts, best = _cohort_table(M, R, cfg, as_of, end)
     segments = _segment_rows(M, R, in_cur)
+    # time-to-convert looks at the current period only: its rows, once
+    T_cur, R_cur = M.T[in_cur], R[in_cur]
+    every_cur = np.ones(len(T_cur), dtype=bool)
 
     # opportunity: (target - conversion) * entered * prod(min(1, conversion of later steps))
     def opportunity(j: int, target: float | None) -> float | None:
@@ -269,7 +315,7 @@ def compute(
         if j == 0:
             med = p90 = target = opp = p_value = None
         else:
-            med, p90 = _hours(M.T, R, in_cur, j)
+            med, p90 = _hours(T_cur, R_cur, every_cur, j)
             target = step.target if step.target is not None else best.get(step.key)
             opp = opportunity(j, target)
             p_value = (
@@ -344,23 +390,39 @@ def rank_lowest(steps: list[StepResult], min_sample: int) -> list[str]:
     return [s.key for s in candidates]
 
 
-def _grouped_counts(R: np.ndarray | tuple[np.ndarray, np.ndarray, int], codes: np.ndarray, n_groups: int) -> np.ndarray:
+def _grouped_counts(R: np.ndarray | tuple, codes: np.ndarray, n_groups: int) -> np.ndarray:
     """Reached counts per group: (n_groups, k). ``codes`` < 0 are left out.
 
-    One bincount over (group, step) cells of the reached entries, not one per step. ``R`` may
-    be given as its nonzero entries ``(rows, cols, k)`` (`_reached_cells`), found once."""
-    rows, cols, k = _reached_cells(R) if isinstance(R, np.ndarray) else R
-    group = codes[rows]
-    ok = group >= 0
+    Each entity's reached steps are one bit pattern (k <= 16): one bincount over
+    (group, pattern) cells, then a small product with the patterns' bits, instead of a pass
+    per step. ``R`` may be given as `_reached_cells` (patterns found once)."""
+    patterns, bits, R = _reached_cells(R) if isinstance(R, np.ndarray) else R
+    k = R.shape[1]
     if not n_groups:
         return np.zeros((0, k), dtype=np.int64)
-    cells = group[ok] * k + cols[ok]
-    return np.bincount(cells, minlength=n_groups * k)[: n_groups * k].reshape(n_groups, k).astype(np.int64)
+    ok = codes >= 0
+    if patterns is not None and n_groups << k <= 1 << 24:
+        cells = (codes[ok] << k) + patterns[ok]
+        hist = np.bincount(cells, minlength=n_groups << k)[: n_groups << k].reshape(n_groups, 1 << k)
+        return hist @ bits
+    out = np.zeros((n_groups, k), dtype=np.int64)
+    group = codes[ok]
+    for j in range(k):
+        out[:, j] = np.bincount(group[R[ok, j]], minlength=n_groups)[:n_groups]
+    return out
 
 
-def _reached_cells(R: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    rows, cols = np.nonzero(R)
-    return rows, cols, R.shape[1]
+def _reached_cells(R: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """(pattern per entity, bits of every pattern (2**k, k), R); no patterns beyond 16 steps."""
+    k = R.shape[1]
+    if k > 16 or not len(R):
+        return None, None, R
+    packed = np.packbits(R, axis=1, bitorder="little")
+    patterns = packed[:, 0].astype(np.int64)
+    if k > 8:
+        patterns |= packed[:, 1].astype(np.int64) << 8
+    bits = ((np.arange(1 << k, dtype=np.int64)[:, None] >> np.arange(k)) & 1).astype(np.int64)
+    return patterns, bits, R
 
 
 def _cohort_table(
