@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,7 @@ from sqlalchemy import exc as sa_exc
 from framework.config import FrameworkConfig, StepConfig
 from framework.errors import SchemaError, SourceError
 from framework.milestones import AGGREGATE_COLUMNS, to_utc
+from tasks.secrets import redact
 
 log = logging.getLogger("growth.extract")
 
@@ -58,13 +60,6 @@ PG_SETTINGS = {"work_mem": "256MB", "jit": "off"}
 NULL_TEXT = "\\N"  # the NULL marker of the PostgreSQL CSV stream
 # Dialects that cannot select a predicate as a column (``a < b AS flag``): flags become CASE.
 NO_PREDICATE_COLUMNS = {"mssql", "oracle", "ibm_db_sa", "db2", "sybase", "teradatasql", "teradata"}
-
-
-def redact(url: str | sa.URL) -> str:
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown by its scheme only
-        return str(url).split(":", 1)[0] + "://***"
 
 
 @dataclass
@@ -88,10 +83,27 @@ def open_sources(urls: dict[str, str]) -> Sources:
     engines = {}
     for name, url in urls.items():
         try:
-            engines[name] = sa.create_engine(url, pool_pre_ping=True)
+            engine = sa.create_engine(url, pool_pre_ping=True)
         except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError, ValueError) as exc:
             raise SourceError(f"source '{name}' ({redact(url)}): cannot use this URL: {exc}") from None
+        _sqlite_file_must_exist(name, engine)
+        engines[name] = engine
     return Sources(engines)
+
+
+def _sqlite_file_must_exist(name: str, engine: sa.Engine) -> None:
+    """SQLite creates a missing database file on connect: a typo in a source path would read
+    an empty database (and leave an empty file behind). A missing file is a source that
+    cannot be read (exit 4), as for any other database."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite":
+        return
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:") or url.query.get("mode") == "memory":
+        return
+    if not Path(database).is_file():
+        engine.dispose()
+        raise SourceError(f"source '{name}' ({redact(url)}): no such SQLite database file: {database}")
 
 
 @contextmanager
@@ -153,16 +165,27 @@ def check_schema(cfg: FrameworkConfig, sources: Sources) -> dict[tuple[str, str]
         engine = sources.engines[source]
         with _reading(source, engine) as conn:
             inspector = sa.inspect(conn)
+            schemas: list[str] | None = None
+            longest = engine.dialect.max_identifier_length
             for table_name, columns in wanted:
                 schema, name = _split_schema(table_name)
+                whos = sorted({w for _, w in columns})
+                missing = f"{whos[0]}: source '{source}' has no table '{table_name}'"
+                # names the database could not hold, and unknown schemas, are answered here:
+                # asking the database about them is an error on some dialects, not "no table"
+                too_long = [n for n in (schema, name) if n is not None and len(n) > longest]
+                if too_long:
+                    problems.append(f"{missing} (a name longer than the {longest} characters it allows)")
+                    continue
+                if schema is not None:
+                    schemas = sorted(inspector.get_schema_names()) if schemas is None else schemas
+                    if schema not in schemas:
+                        problems.append(f"{missing} (no schema '{schema}'; schemas: {', '.join(schemas) or 'none'})")
+                        continue
                 # columns only (names and types): keys, indexes and constraints are not needed
                 if not inspector.has_table(name, schema=schema):
                     existing = sorted(inspector.get_table_names(schema=schema))
-                    whos = sorted({w for _, w in columns})
-                    problems.append(
-                        f"{whos[0]}: source '{source}' has no table '{table_name}' "
-                        f"(tables: {', '.join(existing) or 'none'})"
-                    )
+                    problems.append(f"{missing} (tables: {', '.join(existing) or 'none'})")
                     continue
                 reflected = inspector.get_columns(name, schema=schema)
                 table = sa.Table(

@@ -9,6 +9,8 @@ import logging
 import os
 import re
 
+import sqlalchemy as sa
+
 from framework.config import FrameworkConfig
 from framework.errors import SourceError
 
@@ -76,3 +78,15 @@ def resolve_store_url() -> str:
         return _load_secret_block(STORE_URL_BLOCK)
     except Exception:  # noqa: BLE001 - no block: the local default
         return DEFAULT_STORE_URL
+
+
+def redact(url: str | sa.URL) -> str:
+    """A database URL fit for messages and logs: the password hidden; an unparsable URL is
+    shown by its scheme only, if it has one, never its text (it may be a secret put where
+    the URL belongs)."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        scheme, sep, _ = str(url).partition("://")
+        ok = sep and scheme and all(c.isalnum() or c in "+-." for c in scheme)
+        return f"{scheme}://***" if ok else "<an unparsable URL>"

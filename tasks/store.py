@@ -61,6 +61,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from framework.errors import GrowthError
 from framework.milestones import ids_as_text
 from tasks.faults import fault_point
+from tasks.secrets import redact
 
 log = logging.getLogger("growth.store")
 
@@ -245,15 +246,6 @@ HISTORY_COLUMNS = [
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def redact(url: str | sa.URL) -> str:
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown by its scheme only, if it has one
-        scheme, sep, _ = str(url).partition("://")
-        ok = sep and scheme and all(c.isalnum() or c in "+-." for c in scheme)
-        return f"{scheme}://***" if ok else "<an unparsable URL>"  # never the text itself: it may be a secret
 
 
 def _now() -> datetime:

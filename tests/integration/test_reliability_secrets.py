@@ -24,16 +24,8 @@ BAD_URLS = {
     "percent-encoded password": f"postgresql+psycopg://u:{SECRET}%40x@127.0.0.1:1/db",
     "broken IPv6 host": f"postgresql+psycopg://u:{SECRET}@[::1:5432/db",
 }
-KNOWN_SOURCE_LEAKS = {"only the secret"}
-"""tasks.extract.redact shows an unparsable URL's text before the first ':' as its scheme: the
-whole text when it has none (a secret put where the URL belongs). Reported; tasks/store.py's
-redact, fixed here, shows '<an unparsable URL>' instead."""
-
-
 @pytest.mark.parametrize("case", sorted(BAD_URLS))
-def test_source_url_failures_hide_the_password(case: str, request: pytest.FixtureRequest) -> None:
-    if case in KNOWN_SOURCE_LEAKS:
-        request.node.add_marker(pytest.mark.xfail(reason="known: extract.redact echoes it", strict=True))
+def test_source_url_failures_hide_the_password(case: str) -> None:
     with pytest.raises(SourceError) as err:
         sources = extract.open_sources({"app": BAD_URLS[case]})
         try:
