@@ -343,6 +343,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_deliver(args: argparse.Namespace) -> int:
     """Send the stored digest of one day again: exactly once per channel and date (a stored
     message is updated; a first post is searched for before it is repeated)."""
+    from framework.report import report_from_dict
     from tasks import publish, secrets
     from tasks.store import MetricStore
 
@@ -363,7 +364,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
             raise DeliveryError(
                 "growth deliver: no Slack credentials (SLACK_BOT_TOKEN or Secret block 'slack-bot-token')"
             )
-        report = publish.report_from_dict(stored)
+        report = report_from_dict(stored)
         report = replace(report, delivery=replace(report.delivery, channel=channel, status="dry_run", ts=None))
         chart = None
         if report.data_quality.status != "failed":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 QualityStatus = Literal["passed", "warned", "failed"]
@@ -195,3 +195,41 @@ class Report:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+def report_from_dict(data: dict) -> Report:
+    """The framework.report.Report of a stored report dict (``MetricStore.load_report``),
+    for re-sending a stored digest. Keys the models do not have are ignored."""
+    def build(cls, values: dict):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    steps = []
+    for s in data.get("steps", []):
+        trend = tuple(build(TrendPoint, t) for t in s.get("trend") or ())
+        steps.append(build(StepResult, {**s, "trend": trend}))
+    quality = data.get("data_quality") or {}
+    delivery = data.get("delivery") or {}
+    result = FunnelResult(
+        as_of=data["as_of"],
+        mode=data.get("mode", "independent"),
+        window_days=data.get("window_days", 0),
+        entity=data.get("entity", "entity"),
+        current_period=build(Period, {"entities": 0, **data["current_period"]}),
+        previous_period=build(Period, {"entities": 0, **data["previous_period"]}),
+        steps=steps,
+        cohorts=[build(CohortRow, c) for c in data.get("cohorts", [])],
+        segments=[build(SegmentRow, c) for c in data.get("segments", [])],
+        ranking=list(data.get("ranking", data.get("lowest_converting", []))),
+        lowest_converting=list(data.get("lowest_converting", [])),
+        qualifying=list(data.get("qualifying", [])),
+        untracked=[dict(u) for u in data.get("untracked", [])],
+    )
+    checks = [build(QualityCheck, c) for c in quality.get("checks", [])]
+    return Report(
+        framework=data["framework"],
+        result=result,
+        data_quality=DataQuality(status=quality.get("status", "passed"), checks=checks),
+        delivery=Delivery(channel=delivery.get("channel", "#growth"), status=delivery.get("status", "dry_run"),
+                          ts=delivery.get("ts")),
+    )

@@ -586,3 +586,16 @@ def test_quality_markdown_when_every_check_passed() -> None:
     report = make_report(checks=[QualityCheck("steps.paid.freshness", "paid", "error", True, "3.2 h")])
     md = digest.render_quality_markdown(report)
     assert md.splitlines() == ["**Data quality: passed** (1 check)", "", "Every check passed."]
+
+
+def test_a_stored_report_comes_back_as_the_same_report() -> None:
+    """growth deliver re-renders a stored report: the round trip through the stored dict
+    (Report.to_dict -> JSON -> report_from_dict) must give back every number the digest shows."""
+    from framework.report import report_from_dict
+
+    for report in (make_report(), failed_report()):
+        stored = json.loads(report.to_json())
+        again = report_from_dict(stored)
+        assert again.to_dict() == report.to_dict()
+        assert render_text(again, UI_URL) == render_text(report, UI_URL)
+        assert render_blocks(again, UI_URL) == render_blocks(report, UI_URL)
