@@ -127,7 +127,31 @@ def ids_as_text(values: pd.Series) -> pd.Series:
     return normalize_ids(values).astype("string").astype(object)
 
 
-_CANONICAL_INT = r"-?(?:0|[1-9][0-9]{0,18})"
+_CANONICAL_INT = r"0|-?[1-9][0-9]{0,18}"
+
+
+def int_keys(values: pd.Series) -> np.ndarray | None:
+    """Text ids as int64 when every one is the canonical text of an integer ("42", not "042"
+    or "4.2"), so that comparing the integers is comparing the texts; else None."""
+    s = pd.Series(values)
+    if pd.api.types.is_integer_dtype(s.dtype) and not s.isna().any():
+        return s.to_numpy(dtype=np.int64)
+    if not len(s):
+        return np.array([], dtype=np.int64)
+    if not pd.api.types.is_string_dtype(s.dtype):
+        s = s.astype("str")
+    if not bool(s.str.fullmatch(_CANONICAL_INT).fillna(False).all()):
+        return None
+    try:  # the text parsed in C when the strings are Arrow-backed
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        return np.asarray(pc.cast(pa.array(s.array), pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    except Exception:  # noqa: BLE001 - not Arrow-backed, or beyond int64: the slow path decides
+        try:
+            return s.astype("int64").to_numpy()
+        except (ValueError, OverflowError, TypeError):
+            return None
 
 
 def _keys(stored: pd.Series, fresh: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -139,11 +163,9 @@ def _keys(stored: pd.Series, fresh: pd.Series) -> tuple[pd.Series, pd.Series]:
     if pd.api.types.is_integer_dtype(f.dtype) and not f.isna().any():
         if not len(s):
             return pd.Series([], dtype="int64"), f.astype("int64")
-        if pd.api.types.is_integer_dtype(s.dtype):
-            return normalize_ids(s).astype("int64"), f.astype("int64")
-        text = s.astype("string")
-        if bool(text.str.fullmatch(_CANONICAL_INT).fillna(False).all()):
-            return text.astype("int64"), f.astype("int64")
+        ints = int_keys(s)
+        if ints is not None:
+            return pd.Series(ints), f.astype("int64")
     return ids_as_text(s).astype("string"), ids_as_text(fresh).astype("string")
 
 

@@ -59,7 +59,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from framework.errors import GrowthError
-from framework.milestones import ids_as_text
+from framework.milestones import ids_as_text, int_keys
 from tasks.faults import fault_point
 from tasks.secrets import redact
 
@@ -858,7 +858,7 @@ class MetricStore:
         frames = []
         for row in sets:
             ids, reached = decode_milestones(row.payload)
-            frames.append(pd.DataFrame({"step": row.step, "entity_id": ids, "reached_at": reached}))
+            frames.append(pd.DataFrame({"entity_id": ids, "reached_at": reached}))
         if not frames:
             return pd.DataFrame({
                 "step": pd.Series([], dtype="str"), "entity_id": pd.Series([], dtype="str"),
@@ -866,7 +866,8 @@ class MetricStore:
             })
         frame = pd.concat(frames, ignore_index=True)
         # one category per step: selecting and renaming steps costs per step, not per row
-        frame["step"] = pd.Categorical(frame["step"], categories=[row.step for row in sets])
+        codes = np.repeat(np.arange(len(sets), dtype=np.int32), [len(f) for f in frames])
+        frame.insert(0, "step", pd.Categorical.from_codes(codes, categories=[row.step for row in sets]))
         return frame
 
 
@@ -904,8 +905,13 @@ def _merge_earliest(
     old_ids: pd.Series, old_at: pd.Series, new_ids: pd.Series, new_at: pd.Series
 ) -> tuple[pd.Series, pd.Series]:
     """One step's stored milestones merged with new ones (both unique per id, ids as text):
-    the earlier time wins; one hash lookup of the new ids, no sort."""
-    pos = pd.Index(old_ids).get_indexer(pd.Series(new_ids).astype("str"))
+    the earlier time wins; one hash lookup of the new ids, no sort (of integers when every id
+    is the text of one)."""
+    old_int, new_int = int_keys(old_ids), int_keys(pd.Series(new_ids).astype("str"))
+    if old_int is not None and new_int is not None:
+        pos = pd.Index(old_int).get_indexer(new_int)
+    else:
+        pos = pd.Index(old_ids).get_indexer(pd.Series(new_ids).astype("str"))
     found = pos >= 0
     old_us = old_at.to_numpy(dtype="datetime64[us]").copy()
     new_us = pd.Series(new_at).astype("datetime64[us, UTC]").to_numpy(dtype="datetime64[us]")

@@ -90,3 +90,14 @@ def test_grouped_counts_by_patterns_equal_counts_per_step(steps: int) -> None:
     assert np.array_equal(_grouped_counts(_reached_cells(R), codes, 40), expected)
     patterns, _, _ = _reached_cells(R)
     assert (patterns is None) == (steps > 16)
+
+
+def test_int_keys_only_for_canonical_integer_text() -> None:
+    """Stored ids are text; they are compared as integers only when that is comparing texts."""
+    from framework.milestones import int_keys
+
+    assert int_keys(pd.Series(["42", "0", "-7", "9223372036854775807"], dtype="str")).tolist() == [
+        42, 0, -7, 9223372036854775807]
+    for text in (["042"], ["-0"], ["4.2"], ["+4"], [" 4"], ["x1"], ["9999999999999999999"], ["1", None]):
+        assert int_keys(pd.Series(text, dtype=object)) is None, text
+    assert int_keys(pd.Series([3, 1], dtype="int64")).tolist() == [3, 1]
