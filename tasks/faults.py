@@ -5,7 +5,10 @@ process to stall, e.g. to kill it in the middle of a database write. When the
 environment variable ``GROWTH_FAULT`` equals ``name``, it logs one warning
 (``fault point <name>: sleeping <s> s``, logger ``growth.faults``, so a test
 can tell the process has arrived) and sleeps ``GROWTH_FAULT_SLEEP`` seconds
-(default 0). Otherwise it returns at once.
+(default 0). With ``GROWTH_FAULT_UNTIL`` set to a file path, it stops sleeping as
+soon as that file exists (``GROWTH_FAULT_SLEEP`` is then the upper bound), so a test
+can hold a run at a point until something else has happened, without guessing times.
+Otherwise it returns at once.
 
 Fault points: ``store.write`` (in `tasks.store.MetricStore.commit_results`,
 inside the transaction, after the old rows of the as_of are deleted and before
@@ -29,5 +32,9 @@ def fault_point(name: str) -> None:
     except ValueError:
         seconds = 0.0
     log.warning("fault point %s: sleeping %s s (GROWTH_FAULT test hook)", name, seconds)
-    if seconds > 0:
-        time.sleep(seconds)
+    until = os.environ.get("GROWTH_FAULT_UNTIL")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if until and os.path.exists(until):
+            return
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))

@@ -26,6 +26,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(getattr(pytest.mark, marker))
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test gets back the environment it started with: `growth` commands called in
+    process (flows.cli.main) set GROWTH_STORE_URL, source overrides and logging variables
+    for their run, which must not leak into the next test."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture()
 def slack():
     """A running Slack Web API stand-in (see tests/support/slack_standin.py)."""

@@ -153,12 +153,15 @@ def test_killed_run_is_completed_by_the_next_without_duplicates(
 
 def test_two_runs_of_one_date_one_commits_the_other_ends_cleanly(demo_urls, slack, tmp_path, monkeypatch, capsys) -> None:
     store = f"sqlite:///{tmp_path / 'store.db'}"
-    slow = _growth(_run_args(demo_urls, store), _child_env(slack, GROWTH_FAULT="extract", GROWTH_FAULT_SLEEP="8"))
+    go = tmp_path / "other-run-committed"
+    slow = _growth(_run_args(demo_urls, store), _child_env(
+        slack, GROWTH_FAULT="extract", GROWTH_FAULT_SLEEP="300", GROWTH_FAULT_UNTIL=str(go)))
     try:
         seen = _wait_for_line(slow, "fault point extract")  # it began its run: base version 0
         monkeypatch.setenv("SLACK_BOT_TOKEN", VALID_TOKEN)
         monkeypatch.setenv("SLACK_API_URL", slack.url)
-        assert main(_run_args(demo_urls, store)) == 0  # the other run commits first
+        assert main(_run_args(demo_urls, store)) == 0  # the other run commits first ...
+        go.touch()  # ... and only then does the held run go on
         out, _ = slow.communicate(timeout=180)
     finally:
         if slow.poll() is None:
