@@ -87,9 +87,13 @@ def test_unknown_column_at_run_time_exits_2_naming_step_and_column(
 
 
 def test_unreadable_source_exits_4_and_hides_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
     path = _write(tmp_path, GOOD)
+    sqlite3.connect(tmp_path / "events.db").close()  # 'events' is readable (a missing SQLite file is exit 4 too)
     code = main(["run", "--framework", path, "--dry-run",
-                 "--source", "app=postgresql+psycopg://growth:hunter2@127.0.0.1:1/x"])
+                 "--source", "app=postgresql+psycopg://growth:hunter2@127.0.0.1:1/x",
+                 f"events=sqlite:///{tmp_path / 'events.db'}"])
     err = capsys.readouterr().err
     assert code == 4
     assert "source 'app'" in err and "hunter2" not in err
