@@ -163,14 +163,19 @@ def render_funnel_chart(report: Report, path: str | Path) -> Path:
 
         _fit_labels(fig, ax, placed)
 
-        tmp = target.with_name(target.name + ".tmp")
-        # No "Software" (matplotlib version) and no time: same report, same bytes.
-        try:
-            fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
-            tmp.replace(target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        save_png(fig, target, DPI)
     return target
+
+
+def save_png(fig: Any, target: Path, dpi: int) -> None:
+    """Write ``fig`` to ``target`` atomically (a temporary file, then a rename). No "Software"
+    (matplotlib version) and no time in the metadata: the same figure gives the same bytes."""
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 

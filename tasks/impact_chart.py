@@ -22,6 +22,7 @@ from pathlib import Path
 
 from framework.digest import fmt_pct, truncate
 from framework.impact import VERDICT_WORDS, ImpactResult, fmt_pp, wilson_interval
+from tasks.chart import COLOUR_MUTED, COLOUR_TEXT, save_png
 
 __all__ = ["render_impact_chart"]
 
@@ -30,8 +31,6 @@ COLOUR_BEFORE = "#4C78A8"
 COLOUR_AFTER = "#F58518"
 COLOUR_OTHER = "#9D9D9D"
 COLOUR_CHANGE = "#E45756"
-COLOUR_TEXT = "#222222"
-COLOUR_MUTED = "#666666"
 
 
 def _mid(start: str, end: str) -> float:
@@ -130,10 +129,5 @@ def render_impact_chart(result: ImpactResult, path: str | Path) -> Path:
                    bbox_to_anchor=(0.01, 0.0))
         fig.subplots_adjust(left=0.08, right=0.98, top=0.86, bottom=0.16)
 
-        tmp = target.with_name(target.name + ".tmp")
-        try:
-            fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
-            tmp.replace(target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        save_png(fig, target, DPI)
     return target
