@@ -33,8 +33,11 @@ def fault_point(name: str) -> None:
         seconds = 0.0
     log.warning("fault point %s: sleeping %s s (GROWTH_FAULT test hook)", name, seconds)
     until = os.environ.get("GROWTH_FAULT_UNTIL")
+    if not until:
+        time.sleep(seconds)
+        return
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if until and os.path.exists(until):
+        if os.path.exists(until):
             return
         time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))

@@ -525,3 +525,21 @@ def test_fault_point_sleeps_only_when_named(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("GROWTH_FAULT_SLEEP", "2.5")
     fault_point("store.write")
     assert slept == [2.5]
+
+
+def test_fault_point_until_returns_when_the_file_appears(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """GROWTH_FAULT_UNTIL: the hold ends once the file exists, well before GROWTH_FAULT_SLEEP."""
+    go = tmp_path / "go"
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the file appears during the third wait
+        slept.append(seconds)
+        if len(slept) == 3:
+            go.write_text("")
+
+    monkeypatch.setattr("tasks.faults.time.sleep", sleep)
+    monkeypatch.setenv("GROWTH_FAULT", "store.write")
+    monkeypatch.setenv("GROWTH_FAULT_SLEEP", "300")
+    monkeypatch.setenv("GROWTH_FAULT_UNTIL", str(go))
+    fault_point("store.write")
+    assert slept == [0.1, 0.1, 0.1]
