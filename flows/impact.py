@@ -1,7 +1,8 @@
 """The impact flow: did a change shipped on a date move a step's conversion? Sequencing only.
 
 extract (the steps up to the one measured, from the same sources and with the same tasks
-as the daily flow) -> compute (the metric engine's cohort table) -> compare before/after
+as the daily flow) -> compute (the metric engine's cohort table of the step, reached counted
+among those who entered: ``impact.cohort_rows``) -> compare before/after
 (``framework.impact``) -> markdown artifact and chart -> optionally a Slack post.
 The metric store is not used: the comparison is read from the sources as of ``as_of``.
 """
@@ -31,7 +32,7 @@ from flows.daily import (
     yesterday,
 )
 from framework import impact
-from framework.engine import as_of_end, compute
+from framework.engine import as_of_end
 from framework.errors import DeliveryError, GrowthError
 from framework.milestones import assemble
 from framework.report import CohortRow, Delivery
@@ -42,9 +43,10 @@ __all__ = ["DEFAULT_FRAMEWORK", "growth_impact", "run_impact"]
 
 
 @task(name="compute-cohorts", cache_policy=NO_CACHE)
-def cohorts_task(cfg, entities, milestones, as_of: date) -> list[CohortRow]:
-    """The metric engine's cohort table (overall and per attribute value) as of ``as_of``."""
-    return compute(entities, milestones, cfg, as_of).cohorts
+def cohorts_task(cfg, entities, milestones, step: str, as_of: date) -> list[CohortRow]:
+    """The step's cohort table (overall and per attribute value) as of ``as_of``: the metric
+    engine's, with ``reached`` counted among those who entered (``impact.cohort_rows``)."""
+    return impact.cohort_rows(entities, milestones, cfg, step, as_of)
 
 
 @task(name="publish-slack-impact", cache_policy=NO_CACHE)
@@ -102,7 +104,7 @@ def run_impact(
     finally:
         sources.dispose()
     milestones, _stats = assemble(needed, entities, aggregates)
-    rows = cohorts_task(needed, entities, milestones, as_of)
+    rows = cohorts_task(needed, entities, milestones, step, as_of)
     result = impact.analyze(needed, step, selection, rows, segment)  # pure; its UsageError fails the run
 
     chart = _render_chart(result)

@@ -10,10 +10,14 @@ Method (the docs: ``docs/impact.md``):
   count (``period_end + window_days <= as_of_end``: everyone had the full window).
   ``before_cohorts`` / ``after_cohorts`` pick the mature cohorts nearest the change on
   each side; fewer mature after-cohorts than asked is the verdict ``too_early``.
-* **Counts** are the metric engine's cohort table (``framework.engine.compute``), so
-  the numbers are exactly those of ``metrics.md``: ``entered`` = entities of the cohort
-  that reached the previous tracked step within the window, ``reached`` = those that
-  reached the step (as the mode defines reaching). Pooled = summed over the side's cohorts.
+* **Counts** (:func:`cohort_rows`) are the metric engine's cohort table for the measured
+  step, with one difference: ``entered`` = entities of the cohort that reached the previous
+  tracked step within the window (``metrics.md``'s ``entered``), ``reached`` = those of them
+  that also reached the step: a *conditional* conversion, so that ``reached`` is a subset of
+  ``entered`` and the proportion a true binomial one. In modes ``any_order`` and ``ordered``
+  that is ``metrics.md``'s ``reached`` already; in ``independent`` mode the entities that
+  reached the step without the previous one (journeys that skip it) are left out, where the
+  digest's cohort table counts them. Pooled = summed over the side's cohorts.
 * **Statistics** (after minus before): the absolute lift ``p_a - p_b``, the relative lift
   ``(p_a - p_b) / p_b``; a 95% confidence interval for ``p_a - p_b`` by Newcombe's hybrid
   score method (his method 10: Wilson score intervals of each proportion, combined; it
@@ -43,6 +47,8 @@ from datetime import date, timedelta
 from statistics import NormalDist
 from typing import Any, Literal
 
+import pandas as pd
+
 from framework.config import FrameworkConfig, StepConfig
 from framework.digest import (
     MAX_HEADER_CHARS,
@@ -54,7 +60,7 @@ from framework.digest import (
     plural,
     truncate,
 )
-from framework.engine import _period_bounds
+from framework.engine import _cohort_table, _period_bounds, as_of_end, build_matrix, reached_matrix
 from framework.errors import UsageError
 from framework.report import CohortRow, Delivery, _round
 from framework.stats import ratio, two_proportion_p_value
@@ -72,6 +78,7 @@ __all__ = [
     "Selection",
     "analyze",
     "check_request",
+    "cohort_rows",
     "compare",
     "impact_config",
     "newcombe_interval",
@@ -247,6 +254,27 @@ def impact_config(cfg: FrameworkConfig, step: str, selection: Selection) -> Fram
     return cfg.model_copy(update={"steps": cfg.steps[: last + 1], "funnel": funnel})
 
 
+def cohort_rows(
+    entities: pd.DataFrame, milestones: pd.DataFrame, cfg: FrameworkConfig, step: str, as_of: date
+) -> list[CohortRow]:
+    """The cohort table of ``step`` (overall and per attribute value) as the comparison counts
+    it: ``entered`` as in ``metrics.md`` (reached the previous tracked step), ``reached`` = those
+    of them that also reached ``step``, within the window, as the mode defines reaching.
+
+    In ``any_order`` / ``ordered`` reaching a step implies reaching the one before, so these are
+    the engine's own rows; in ``independent`` mode an entity that reached ``step`` without the
+    previous step did not enter it and is not counted as reaching it either."""
+    tracked = [s.key for s in cfg.tracked_steps]
+    j = tracked.index(step)
+    end = as_of_end(as_of)
+    matrix = build_matrix(entities, milestones, cfg, end)
+    reached = reached_matrix(matrix.T, cfg.funnel.window_days, cfg.funnel.mode)
+    if j > 0:
+        reached[:, j] &= reached[:, j - 1]  # a no-op unless the mode is independent
+    rows, _best = _cohort_table(matrix, reached, cfg, as_of, end)
+    return [r for r in rows if r.step == step]
+
+
 # --------------------------------------------------------------------------- statistics
 
 
@@ -293,8 +321,8 @@ def compare(
     before_reached: int, before_entered: int, after_reached: int, after_entered: int,
     confidence: float = CONFIDENCE,
 ) -> Comparison:
-    """All fields None when a side has no entities or a 'conversion' above 100%
-    (independent mode), where a difference of proportions does not apply."""
+    """All fields None when a side has no entities or a 'conversion' above 100% (counts
+    that are not a proportion), where a difference of proportions does not apply."""
     if not (_is_proportion(before_reached, before_entered) and _is_proportion(after_reached, after_entered)):
         return Comparison()
     pb, pa = before_reached / before_entered, after_reached / after_entered
@@ -473,8 +501,10 @@ def analyze(
 ) -> ImpactResult:
     """The comparison from the engine's cohort rows (overall, and per value of ``segment``).
 
-    Raises UsageError (exit 2) when a side's pooled denominator is below ``min_sample``
-    or its conversion is above 100% (independent mode), where the test does not apply."""
+    ``rows`` are :func:`cohort_rows` (``reached`` within ``entered``). Raises UsageError
+    (exit 2) when a side's pooled denominator is below ``min_sample``, and ValueError on rows
+    whose ``reached`` exceeds ``entered`` (the engine's independent-mode table: not a
+    proportion; :func:`cohort_rows` counts it within ``entered``)."""
     rows = list(rows)
     sel = selection
     config: StepConfig = cfg.step(step)
@@ -500,10 +530,10 @@ def analyze(
         )
     for side, counts in (("before", before), ("after", after)):
         if counts.entered and counts.reached > counts.entered:
-            raise UsageError(
-                f"impact: step '{step}' converts above 100% on the {side} side ({counts.reached} reached of "
-                f"{counts.entered} entered: in mode {cfg.funnel.mode} journeys may skip '{previous}'), so a "
-                "difference of proportions does not apply; use funnel.mode any_order or ordered"
+            raise ValueError(
+                f"impact: step '{step}' has {counts.reached} reached of {counts.entered} entered on the "
+                f"{side} side: the rows count journeys that skip '{previous}'; build them with "
+                "framework.impact.cohort_rows (reached within entered)"
             )
 
     result_cmp = Comparison() if sel.too_early else compare(before.reached, before.entered, after.reached, after.entered)

@@ -21,6 +21,7 @@ import json
 import math
 from datetime import date
 
+import pandas as pd
 import pytest
 
 from framework.config import load_config
@@ -258,10 +259,61 @@ def test_too_small_a_denominator_is_a_usage_error() -> None:
         analyze(CFG, STEP, sel, _rows(BEFORE | {k: (5, 2) for k in AFTER}))
 
 
-def test_conversion_above_100_percent_is_a_usage_error() -> None:
+def test_rows_with_reached_above_entered_are_refused() -> None:
+    # cohort_rows never gives them (reached is counted within entered); other rows, e.g. the
+    # engine's own independent-mode table, are not a proportion
     sel = check_request(CFG, STEP, date(2026, 7, 3), date(2026, 11, 30))
-    with pytest.raises(UsageError, match="converts above 100% on the after side"):
+    with pytest.raises(ValueError, match="360 reached of 300 entered on the after side"):
         analyze(CFG, STEP, sel, _rows(BEFORE | {k: (100, 120) for k in AFTER}))
+
+
+def _frames(journeys: dict[str, dict[str, int | None]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Entities created 2026-08-05 (cohort 2026-08, mature at as_of 2026-11-30) and their
+    milestones: {entity: {step: days after creation, or None}}."""
+    created = pd.Timestamp("2026-08-05", tz="UTC")
+    entities = pd.DataFrame({"entity_id": list(journeys), "created_at": [created] * len(journeys),
+                             "origin": ["github"] * len(journeys), "region": ["eu"] * len(journeys)})
+    milestones = pd.DataFrame(
+        [{"step": step, "entity_id": e, "reached_at": created + pd.Timedelta(days=d)}
+         for e, steps in journeys.items() for step, d in steps.items() if d is not None],
+        columns=["step", "entity_id", "reached_at"],
+    )
+    return entities, milestones
+
+
+# a: ran then deployed; b: deployed without a run (skips first_flow_run); c: ran, never deployed;
+# d: ran, deployed after the 30-day window; e: deployed in the window, ran after it
+JOURNEYS = {
+    "a": {"workspace_created": 0, "first_flow_run": 1, STEP: 2},
+    "b": {"workspace_created": 0, STEP: 3},
+    "c": {"workspace_created": 0, "first_flow_run": 1},
+    "d": {"workspace_created": 0, "first_flow_run": 1, STEP: 31},
+    "e": {"workspace_created": 0, "first_flow_run": 40, STEP: 5},
+}
+
+
+@pytest.mark.parametrize("mode", ["independent", "any_order", "ordered"])
+def test_cohort_rows_count_reached_among_those_who_entered(mode: str) -> None:
+    from framework.engine import compute
+    from framework.impact import cohort_rows
+
+    funnel = CFG.funnel.model_copy(update={"mode": mode})
+    cfg = CFG.model_copy(update={"funnel": funnel})
+    sel = check_request(cfg, STEP, date(2026, 7, 3), date(2026, 11, 30))
+    cfg = impact_config(cfg, STEP, sel)
+    entities, milestones = _frames(JOURNEYS)
+    rows = cohort_rows(entities, milestones, cfg, STEP, date(2026, 11, 30))
+    assert {r.step for r in rows} == {STEP}
+    aug = {(r.segment, r.value): r for r in rows if r.cohort == "2026-08"}
+    # entered = a, c, d (ran within 30 days); reached among them = a only, in every mode
+    assert (aug[None, None].entered, aug[None, None].reached) == (3, 1)
+    assert (aug["origin", "github"].entered, aug["origin", "github"].reached) == (3, 1)
+    # the digest's independent-mode table counts b and e as reached too (3 "of" 3 entered, though
+    # only a of the entered deployed); in the other modes it already is cohort_rows' count
+    engine = {r.cohort: r for r in compute(entities, milestones, cfg, date(2026, 11, 30)).cohorts
+              if r.step == STEP and r.segment is None}
+    assert engine["2026-08"].entered == 3
+    assert engine["2026-08"].reached == (3 if mode == "independent" else 1)
 
 
 def test_segments_are_bonferroni_corrected() -> None:
