@@ -13,13 +13,23 @@ Frames and their grain:
 * ``milestones`` (output): one row per known entity per step:
   ``step``, ``entity_id``, ``reached_at``.
 * ``stats`` (output): one row per tracked step 2..n: ``step``, ``source``,
-  ``table``, ``records``, ``orphan_records``, ``null_timestamps``, ``newest``:
-  the newest matching record the source holds, records at or after as_of_end
-  included (they prove the source is loaded; a backfill of an old date must
-  not look stale because a low-volume table had a quiet day).
+  ``table``, ``records``, ``orphan_records`` (records before as_of_end of no
+  known entity, NULL ids included), ``null_entity_records`` (of those, the
+  records whose entity id is NULL; for a ``via`` step, NULL after the join: a
+  NULL foreign key or one the ``via`` table does not hold), ``null_timestamps``, ``newest``: the newest
+  matching record the source holds up to the run's clock (``now``), records at
+  or after as_of_end included (they prove the source is loaded; a backfill of
+  an old date must not look stale because a low-volume table had a quiet day),
+  but never one dated after ``now + FUTURE_TOLERANCE``: a record in year 9999
+  must not make a stale source look fresh; ``future_entities``: how many
+  entities have records dated after that, and ``newest_future`` the latest of
+  them (NaT when none). Such records are never counted (they lie after
+  as_of_end).
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -28,6 +38,13 @@ from framework.config import FrameworkConfig
 from framework.engine import normalize_ids
 
 AGGREGATE_COLUMNS = ["entity_id", "first_at", "last_at", "records", "null_timestamps", "newest_any"]
+STATS_COLUMNS = [
+    "step", "source", "table", "records", "orphan_records", "null_entity_records", "null_timestamps", "newest",
+    "future_entities", "newest_future",
+]
+# A record dated later than the run's clock plus this is "in the future" (clocks of different
+# systems disagree by seconds, not hours).
+FUTURE_TOLERANCE = timedelta(hours=1)
 
 
 def to_utc(values: pd.Series) -> pd.Series:
@@ -37,12 +54,19 @@ def to_utc(values: pd.Series) -> pd.Series:
 
 
 def assemble(
-    cfg: FrameworkConfig, entities: pd.DataFrame, aggregates: dict[str, pd.DataFrame]
+    cfg: FrameworkConfig, entities: pd.DataFrame, aggregates: dict[str, pd.DataFrame],
+    now: datetime | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split each step aggregate into milestones of known entities and orphan counts.
 
+    ``now``: the run's clock (default: the current time, UTC), which tells records dated in
+    the future from late-loaded ones (see ``stats`` above).
+
     Vectorised: ids are matched with one hash lookup per step (no Python sets, no object arrays).
     """
+    future_after = pd.Timestamp(now or datetime.now(UTC)) + FUTURE_TOLERANCE
+    if future_after.tzinfo is None:
+        future_after = future_after.tz_localize("UTC")
     known = normalize_ids(entities["entity_id"].dropna())
     known_text: pd.Series | None = None
     frames, rows = [], []
@@ -74,6 +98,10 @@ def assemble(
             )
         )
         newest = to_utc(agg["newest_any"])
+        future = (newest > future_after).to_numpy(dtype=bool)
+        # The newest plausible record: an entity with a future record still has its newest
+        # record before as_of_end (last_at), which is never in the future.
+        plausible = pd.concat([newest[~future], to_utc(agg["last_at"])], ignore_index=True)
         rows.append(
             {
                 "step": step.key,
@@ -81,8 +109,11 @@ def assemble(
                 "table": step.table,
                 "records": int(records.sum()),
                 "orphan_records": int(records[~is_known].sum()),
+                "null_entity_records": int(records[~present].sum()),
                 "null_timestamps": int(agg["null_timestamps"].fillna(0).astype("int64").sum()),
-                "newest": newest.max() if newest.notna().any() else pd.NaT,
+                "newest": plausible.max() if plausible.notna().any() else pd.NaT,
+                "future_entities": int(future.sum()),
+                "newest_future": newest[future].max() if future.any() else pd.NaT,
             }
         )
     milestones = (
@@ -96,10 +127,9 @@ def assemble(
     milestones["step"] = pd.Categorical.from_codes(
         np.repeat(np.arange(len(frames), dtype=np.int32), [len(f) for f in frames]), categories=keys
     ) if frames else pd.Categorical([], categories=keys)
-    stats = pd.DataFrame(
-        rows, columns=["step", "source", "table", "records", "orphan_records", "null_timestamps", "newest"]
-    )
+    stats = pd.DataFrame(rows, columns=STATS_COLUMNS)
     stats["newest"] = pd.to_datetime(stats["newest"], utc=True)
+    stats["newest_future"] = pd.to_datetime(stats["newest_future"], utc=True)
     return milestones, stats
 
 

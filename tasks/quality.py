@@ -435,32 +435,45 @@ def milestones_frame(milestones: pd.DataFrame, entities: pd.DataFrame | None = N
 
 
 def step_stats_frame(stats: pd.DataFrame, cfg: FrameworkConfig) -> pd.DataFrame:
-    """One row per tracked step after the first, in config order; steps absent from ``stats`` have no records."""
+    """One row per tracked step after the first, in config order; steps absent from ``stats`` have no records.
+
+    ``null_entity_records`` is NaN for ``via`` steps (GX ignores it): after the join a NULL id
+    is a NULL foreign key or an unknown one, which the orphan ratio already covers.
+    """
     rows = []
     by_step = {str(row["step"]): row for _, row in stats.iterrows()} if "step" in stats.columns else {}
+
+    def get(row: Any, name: str) -> Any:
+        return None if row is None else row.get(name)
+
     for step in _source_steps(cfg):
         row = by_step.get(step.key)
-        records = _int(row.get("records")) if row is not None else 0
-        orphans = _int(row.get("orphan_records")) if row is not None else 0
-        newest = row.get("newest") if row is not None else None
+        records = _int(get(row, "records"))
+        orphans = _int(get(row, "orphan_records"))
+        newest, future = get(row, "newest"), get(row, "newest_future")
         rows.append(
             {
                 "step": step.key,
                 "records": records,
                 "orphan_records": orphans,
-                "null_timestamps": _int(row.get("null_timestamps")) if row is not None else 0,
+                "null_entity_records": float(_int(get(row, "null_entity_records"))) if step.via is None else np.nan,
+                "null_timestamps": _int(get(row, "null_timestamps")),
                 "orphan_ratio": orphans / records if records else 0.0,
                 "orphan_ratio_low": ratio_lower_bound(orphans, records),
                 "newest": None if _is_missing(newest) else newest,
+                "future_entities": float(_int(get(row, "future_entities"))),
+                "newest_future": None if _is_missing(future) else future,
             }
         )
-    frame = pd.DataFrame(
-        rows,
-        columns=["step", "records", "orphan_records", "null_timestamps", "orphan_ratio", "orphan_ratio_low", "newest"],
-    )
-    frame["orphan_ratio"] = frame["orphan_ratio"].astype("float64")
-    frame["orphan_ratio_low"] = frame["orphan_ratio_low"].astype("float64")
-    frame["newest"] = _utc(frame["newest"]) if len(frame) else pd.Series([], dtype="datetime64[us, UTC]")
+    columns = [
+        "step", "records", "orphan_records", "null_entity_records", "null_timestamps", "orphan_ratio",
+        "orphan_ratio_low", "newest", "future_entities", "newest_future",
+    ]
+    frame = pd.DataFrame(rows, columns=columns)
+    floats = ("null_entity_records", "orphan_ratio", "orphan_ratio_low", "future_entities")
+    frame = frame.astype(dict.fromkeys(floats, "float64"))
+    for col in ("newest", "newest_future"):
+        frame[col] = _utc(frame[col]) if len(frame) else pd.Series([], dtype="datetime64[us, UTC]")
     return frame
 
 
@@ -509,17 +522,19 @@ def _change(s: StepResult, previous: dict[str, tuple[int, int]] | None) -> dict[
 
 
 METRIC_FLOATS = (
-    "entered", "reached", "conversion", "previous_entered", "previous_reached", "change_pp", "p_value",
-    "significant_change_pp",
+    "entered", "reached", "conversion", "previous_step_reached", "previous_entered", "previous_reached",
+    "change_pp", "p_value", "significant_change_pp",
 )
 
 
 def metrics_frame(result: FunnelResult, previous: dict[str, tuple[int, int]] | None = None) -> pd.DataFrame:
     """One row per tracked step of the result; counts as float64 (GX pair checks fail on pd.NA).
 
-    ``nan_fields`` names what is NaN in the step (None when nothing); the change columns compare
+    ``nan_fields`` names what is NaN in the step (None when nothing); ``previous_step_reached``
+    is the previous tracked step's reached (NaN for the first); the change columns compare
     with ``previous`` (step key -> (entered, reached) of the previous run), NaN without one.
     """
+    tracked = [s for s in result.steps if s.tracked]
     rows = [
         {
             "step": s.key,
@@ -528,11 +543,12 @@ def metrics_frame(result: FunnelResult, previous: dict[str, tuple[int, int]] | N
             "entered": np.nan if _is_missing(s.entered) else float(s.entered),
             "reached": np.nan if _is_missing(s.reached) else float(s.reached),
             "conversion": np.nan if _is_missing(s.conversion) else float(s.conversion),
+            "previous_step_reached": np.nan if i == 0 or _is_missing(tracked[i - 1].reached)
+            else float(tracked[i - 1].reached),
             "nan_fields": _nan_fields(s),
             **_change(s, previous),
         }
-        for s in result.steps
-        if s.tracked
+        for i, s in enumerate(tracked)
     ]
     frame = pd.DataFrame(rows, columns=["step", "name", "position", "nan_fields", *METRIC_FLOATS])
     frame["nan_fields"] = frame["nan_fields"].astype(object)
@@ -693,6 +709,7 @@ def step_suite(cfg: FrameworkConfig, end: datetime, frame: pd.DataFrame) -> Suit
     """
     max_ratio = cfg.quality.max_orphan_ratio
     hours = cfg.quality.freshness_hours
+    entity = cfg.entity.name
     suite = Suite("steps", frame, per_step=True)
     if frame.empty:
         return suite
@@ -703,6 +720,18 @@ def step_suite(cfg: FrameworkConfig, end: datetime, frame: pd.DataFrame) -> Suit
     orphan_ratio = suite.expect(
         "ExpectColumnValuesToBeBetween", "steps.orphan_ratio", column="orphan_ratio_low", min_value=0,
         max_value=max_ratio,
+    )
+    # The plain ratio above the limit without that proof: a warning, so a rise shows early.
+    orphan_observed = suite.expect(
+        "ExpectColumnValuesToBeBetween", "steps.orphan_ratio_observed", column="orphan_ratio", min_value=0,
+        max_value=max_ratio,
+    )
+    # NaN for via steps (ignored by GX): see step_stats_frame.
+    null_ids = suite.expect(
+        "ExpectColumnValuesToBeBetween", "steps.entity_id_not_null", column="null_entity_records", max_value=0
+    )
+    future = suite.expect(
+        "ExpectColumnValuesToBeBetween", "steps.future_records", column="future_entities", max_value=0
     )
     # A step without records has no newest: stale, not vacuously fresh.
     has_newest = suite.expect("ExpectColumnValuesToNotBeNull", "steps.newest_not_null", column="newest")
@@ -739,7 +768,43 @@ def step_suite(cfg: FrameworkConfig, end: datetime, frame: pd.DataFrame) -> Suit
                 return f"newest {_ts(newest)}, after as_of_end (limit {_num(hours)} h)"
             return f"newest {_ts(newest)}, {age:,.1f} h before as_of_end (limit {_num(hours)} h)"
 
+        def observed_ratio(r: dict[str, Any], row: Any = row) -> str:
+            records = _int(row["records"])
+            if not records:
+                return f"no records: ratio 0, max {_pct(max_ratio)}"
+            sign = ">" if _int(r.get("unexpected_count")) else "<="
+            return (
+                f"{_n(row['orphan_records'])} of {records:,} records orphan "
+                f"({_pct(float(row['orphan_ratio']))} {sign} max {_pct(max_ratio)})"
+            )
+
+        def null_entity(r: dict[str, Any], row: Any = row, column: str = id_path) -> str:
+            return (
+                f"{_n(row['null_entity_records'])} of {_n(row['records'])} records with a NULL {column} "
+                "(not counted; part of the orphan ratio)"
+            )
+
+        def future_records(r: dict[str, Any], row: Any = row) -> str:
+            count = _int(row["future_entities"])
+            if not count:
+                return f"0 {entity}s with records dated after the run's clock"
+            return (
+                f"{count:,} {entity}s with records dated after the run's clock (latest "
+                f"{_ts(row['newest_future'])}; not counted, not used for freshness)"
+            )
+
         suite.check(f"steps.{step.key}.orphan_ratio", id_path, "error", orphan_ratio, orphans, step=step.key)
+        suite.check(
+            f"steps.{step.key}.orphan_ratio_observed", id_path, "warn", orphan_observed, observed_ratio, step=step.key
+        )
+        if step.via is None:
+            suite.check(
+                f"steps.{step.key}.entity_id_not_null", id_path, "warn", null_ids, null_entity, step=step.key
+            )
+        suite.check(
+            f"steps.{step.key}.future_records", f"{step.table}.{step.timestamp}", "warn", future, future_records,
+            step=step.key,
+        )
         suite.check(
             f"steps.{step.key}.freshness", f"{step.table}.{step.timestamp}", "error",
             (has_newest, fresh), freshness, step=step.key,
@@ -799,6 +864,32 @@ def metric_suite(
             lambda r: steps_listed(
                 r, "with reached > entered",
                 lambda row: f"reached {_num(row['reached'])} > entered {_num(row['entered'])}",
+            ),
+        )
+        # Each step's entered is the previous tracked step's reached (metrics.md), and in these
+        # modes reaching a step needs the ones before it: reached never grows down the funnel.
+        suite.check(
+            "metrics.counts_non_increasing", f"{target}: reached(step) <= reached(previous step) ({mode})", "error",
+            suite.expect(
+                "ExpectColumnPairValuesAToBeGreaterThanB", "metrics.counts_non_increasing",
+                column_A="previous_step_reached", column_B="reached", or_equal=True,
+                ignore_row_if="either_value_is_missing",
+            ),
+            lambda r: steps_listed(
+                r, "reached by more than the previous step",
+                lambda row: f"reached {_num(row['reached'])} > {_num(row['previous_step_reached'])}",
+            ),
+        )
+        suite.check(
+            "metrics.entered_is_previous_reached", f"{target}: entered(step) = reached(previous step) ({mode})",
+            "error",
+            suite.expect(
+                "ExpectColumnPairValuesToBeEqual", "metrics.entered_is_previous_reached",
+                column_A="entered", column_B="previous_step_reached", ignore_row_if="either_value_is_missing",
+            ),
+            lambda r: steps_listed(
+                r, "whose entered is not the previous step's reached",
+                lambda row: f"entered {_num(row['entered'])} != {_num(row['previous_step_reached'])}",
             ),
         )
         suite.check(

@@ -183,3 +183,43 @@ def test_unreachable_source_is_a_source_error_without_password(tmp_path: Path) -
         sources.dispose()
     assert "source 'crm'" in str(err.value) and "s3cret" not in str(err.value)
     assert err.value.transient
+
+
+def test_future_records_and_null_ids_reach_the_gate(team_sources: dict[str, str]) -> None:
+    """A stale table with one record dated in year 9999 and one with a NULL owner, through real
+    extraction and the real gate: the future record is counted and warned about but does not
+    make the table look fresh; the NULL owner is named (and counted as an orphan)."""
+    from framework.report import DataQuality
+    from tasks.quality import run_quality_checks
+
+    engine = sa.create_engine(team_sources["CRM_URL"])
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO teams VALUES (7, NULL, '2026-02-20 09:00:00'), (8, 'u1', '9999-12-31 00:00:00')"
+        )
+    engine.dispose()
+    cfg, entities, milestones, stats = _run(team_sources)
+    team = stats.set_index("step").loc["team"]
+    # records before as_of_end: teams 1, 2, 3, 4, 6 and the new 7 -> 6; orphans: 6 (ghost) and 7 (NULL owner)
+    assert (team.records, team.orphan_records, team.null_entity_records) == (6, 2, 1)
+    # one user (u1) has a record after the run's clock (team 8); the newest plausible record is team 7
+    assert team.future_entities == 1
+    assert team.newest_future == pd.Timestamp("9999-12-31 00:00:00", tz="UTC")
+    assert team.newest == pd.Timestamp("2026-02-20 09:00:00", tz="UTC")
+    result = compute(entities, milestones, cfg, AS_OF)
+    checks = {c.name: c for c in run_quality_checks(entities, milestones, stats, result, cfg, AS_OF)}
+    fresh = checks["steps.team.freshness"]
+    # as_of_end 2026-04-01 00:00 - 2026-02-20 09:00 = 39 days 15 h = 951 h > 36 h
+    assert (fresh.success, fresh.severity) == (False, "error")
+    assert fresh.observed == "newest 2026-02-20T09:00Z, 951.0 h before as_of_end (limit 36 h)"
+    future = checks["steps.team.future_records"]
+    assert (future.success, future.severity) == (False, "warn")
+    assert future.observed == (
+        "1 users with records dated after the run's clock (latest 9999-12-31T00:00Z; not counted, not used for freshness)"
+    )
+    nulls = checks["steps.team.entity_id_not_null"]
+    assert (nulls.success, nulls.severity) == (False, "warn")
+    assert nulls.observed == "1 of 6 records with a NULL teams.owner (not counted; part of the orphan ratio)"
+    assert "steps.job.entity_id_not_null" not in checks  # a via step: its NULLs are orphans
+    assert checks["steps.job.future_records"].success
+    assert DataQuality.from_checks(list(checks.values())).status == "failed"
