@@ -449,6 +449,8 @@ def render_text(report: Report, ui_url: str | None = None) -> str:
 
     out.append(_quality_summary(report))
     out += [f"  ✗ {_check_line(c)}" for c in errors]
+    if warns:
+        out.append(f"  Warnings ({len(warns)}): the numbers stand; read them with these")
     out += [f"  ! {_check_line(c)}" for c in warns]
     out.append(_delivery_line(report))
     if ui_url:
@@ -558,6 +560,8 @@ def _quality_block_text(report: Report) -> str:
     )
     errors, warns = _failed_checks(report)
     lines = [f"• ✗ {escape_mrkdwn(_check_line(c))}" for c in errors]
+    if warns:
+        lines.append(f"*Warnings ({len(warns)})*: the numbers stand; read them with these")
     lines += [f"• ! {escape_mrkdwn(_check_line(c))}" for c in warns]
     return _fit_lines(f"{icon} *{escape_mrkdwn(_quality_summary(report))}*", lines, "check")
 

@@ -350,6 +350,9 @@ def test_text_qualifying_untracked_quality_delivery() -> None:
     untracked = _section(text, "Untracked steps")
     assert "Step 3 · Read the quickstart — proposed metric: quickstart page views" in untracked
     assert "Data quality: warned (1 of 2 checks failed)" in text
+    # the warnings section: its heading, then each warned check
+    warnings = text.split("  Warnings (1): the numbers stand; read them with these\n", 1)[1]
+    assert warnings.startswith("  ! workspaces: orphan ratio (warn)")
     assert "! workspaces: orphan ratio (warn) — observed: 2.5% (31 of 1,240); target: <= 1%" in text
     assert "Delivery: dry run — not posted to #growth" in text
     assert f"Flow run: {UI_URL}" in text
@@ -450,6 +453,7 @@ def test_blocks_structure_and_numbers() -> None:
     assert "*Untracked steps*" in joined
     assert "proposed metric: quickstart page views per new account" in joined
     assert "Data quality: warned (1 of 2 checks failed)" in joined
+    assert "*Warnings (1)*: the numbers stand; read them with these\n• ! " in joined
     assert "observed: 2.5% (31 of 1,240); target: &lt;= 1%" in joined
 
 
