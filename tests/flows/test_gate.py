@@ -56,7 +56,15 @@ def test_stale_sources_block_publication(
     pages = list(docs.glob("validations/**/*.html"))
     assert {p.parts[p.parts.index("validations") + 1] for p in pages} >= {"entities", "milestones", "steps", "metrics"}
     steps_page = next(p for p in pages if "validations/steps/" in p.as_posix()).read_text(encoding="utf-8")
-    assert "Failed" in steps_page or "failed" in steps_page
+    import re
+
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", steps_page))
+    # the failed freshness expectation, its bound (as_of_end - 36 h) and the stale step's row
+    assert "Status: Failed" in text
+    assert (
+        "values must be greater than or equal to 2026-03-30T12:00:00+00:00 . 1 unexpected values found. "
+        "50% of 2 total rows. Unexpected Value Count step 2026-02-12T10:00:01+00:00 1 team"
+    ) in text
 
     # ... and the run's data-quality artifact names the failed check and links the docs
     async def quality_artifact() -> str:
