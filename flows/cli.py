@@ -22,8 +22,12 @@ from framework.errors import GrowthError, UsageError
 DEMO_FRAMEWORK = Path(__file__).resolve().parent.parent / "framework" / "demo" / "growth.yaml"
 
 
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
 def _yesterday() -> date:
-    return datetime.now(UTC).date() - timedelta(days=1)
+    return _today() - timedelta(days=1)
 
 
 def _date(value: str) -> date:
@@ -392,9 +396,10 @@ def cmd_impact(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.framework)
     _apply_source_overrides(cfg, args.source or [])
-    as_of = args.as_of or _yesterday()
+    today = _today()
+    as_of = args.as_of or today - timedelta(days=1)
     impact.check_request(cfg, args.step, args.change_date, as_of, args.segment,
-                         args.before_cohorts, args.after_cohorts)
+                         args.before_cohorts, args.after_cohorts, today=today)
     _preflight(cfg)
     _quiet_runtime()
     from flows.impact import growth_impact
@@ -487,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--after-cohorts", type=_cohorts, default=3, metavar="N",
                    help="mature cohorts after the change needed for a verdict (default 3)")
     p.add_argument("--segment", metavar="ATTR", help="also compare per value of this attribute (Bonferroni)")
-    p.add_argument("--as-of", type=_date, default=None, help="the data's last day, YYYY-MM-DD (default yesterday UTC)")
+    p.add_argument("--as-of", type=_date, default=None,
+                   help="the data's last day, YYYY-MM-DD, at most yesterday UTC (the default)")
     p.add_argument("--source", action="extend", nargs="+", metavar="NAME=URL",
                    help="override a source's URL (repeatable; several may follow one --source)")
     p.add_argument("--dry-run", action="store_true", help="post nothing to Slack; print the result")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import tempfile
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -87,10 +87,12 @@ def run_impact(
 ) -> impact.ImpactResult:
     """The flow's body (inside a flow run): raises GrowthError for the user's mistakes."""
     logger = get_run_logger()
+    today = yesterday() + timedelta(days=1)
     as_of = as_of or yesterday()
     inputs = prepare(framework_path, channel)
     cfg = inputs.cfg
-    selection = impact.check_request(cfg, step, change_date, as_of, segment, before_cohorts, after_cohorts)
+    selection = impact.check_request(cfg, step, change_date, as_of, segment, before_cohorts, after_cohorts,
+                                     today=today)
     token = None if dry_run else secrets.resolve_slack_token()
     if not dry_run and token is None:
         logger.warning("no Slack credentials (SLACK_BOT_TOKEN or Secret block 'slack-bot-token'): dry run")
@@ -162,7 +164,8 @@ def growth_impact(
         before_cohorts: How many mature cohorts just before the change to compare against.
         after_cohorts: How many mature cohorts from the change on are needed (fewer: "too early").
         segment: Also compare per value of this entity attribute (Bonferroni-corrected).
-        as_of: The data's last day (UTC), which decides what is mature. Empty means yesterday.
+        as_of: The data's last day (UTC), which decides what is mature; at most yesterday.
+            Empty means yesterday.
         dry_run: Post nothing to Slack; the result goes to the run's artifacts only.
         channel: Slack channel for the post; empty means the framework file's report.channel.
     """

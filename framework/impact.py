@@ -34,7 +34,7 @@ Method (the docs: ``docs/impact.md``):
   each interval is at confidence ``1 - 0.05/m``, so the family of ``m`` verdicts has at most
   a 5% chance of one false "improved"/"worse".
 
-Everything here is a pure function of its inputs: no clock, no I/O.
+Everything here is a pure function of its inputs: no clock (callers pass ``today``), no I/O.
 """
 
 from __future__ import annotations
@@ -214,8 +214,18 @@ def check_request(
     segment: str | None = None,
     before_cohorts: int = 3,
     after_cohorts: int = 3,
+    today: date | None = None,
 ) -> Selection:
-    """The guards that need no data; raises UsageError (exit 2) with a clear message."""
+    """The guards that need no data; raises UsageError (exit 2) with a clear message.
+
+    ``today`` (UTC; the caller's clock, this module has none): an ``as_of`` on or after it is
+    refused (that day's data is not complete yet), and so is a change date after
+    ``min(as_of, today)``."""
+    if today is not None and as_of >= today:
+        raise UsageError(
+            f"impact: as_of {as_of} is not a past day (today is {today}, UTC): its data is not "
+            f"complete yet; the latest as_of is yesterday, {today - timedelta(days=1)}"
+        )
     keys = [s.key for s in cfg.steps]
     if step not in keys:
         raise UsageError(f"impact: unknown step '{step}' (steps: {', '.join(keys)})")
@@ -236,6 +246,11 @@ def check_request(
     for name, n in (("before_cohorts", before_cohorts), ("after_cohorts", after_cohorts)):
         if not 1 <= n <= MAX_COHORTS:
             raise UsageError(f"impact: {name} must be between 1 and {MAX_COHORTS}, got {n}")
+    if today is not None and change_date > today:
+        raise UsageError(
+            f"impact: the change date {change_date} is in the future (today is {today}, UTC): "
+            "there is nothing to measure yet"
+        )
     if change_date > as_of:
         raise UsageError(
             f"impact: the change date {change_date} is after as_of {as_of}: it is in the future "

@@ -160,7 +160,7 @@ def test_too_early_via_the_cli_is_exit_0_with_null_numbers(sources, tmp_path: Pa
     [
         (["--step", "read_quickstart"], "step 'read_quickstart' is untracked"),
         (["--step", "nope"], "unknown step 'nope'"),
-        (["--change-date", "2026-12-05"], "the change date 2026-12-05 is after as_of 2026-11-30"),
+        (["--change-date", "2026-12-01"], "the change date 2026-12-01 is after as_of 2026-11-30"),
         (["--segment", "plan"], "unknown segment attribute 'plan'"),
         (["--after-cohorts", "0"], "--after-cohorts: must be at least 1"),
     ],

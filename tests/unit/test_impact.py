@@ -189,6 +189,22 @@ def test_guards(kwargs: dict, message: str) -> None:
     assert message in str(err.value) and err.value.exit_code == 2
 
 
+def test_as_of_must_be_a_past_day_and_the_change_not_after_today() -> None:
+    today = date(2026, 12, 4)
+    args = {"cfg": CFG, "step": STEP, "change_date": date(2026, 7, 3)}
+    for as_of in (today, date(2026, 12, 20)):
+        with pytest.raises(UsageError) as err:
+            check_request(**args, as_of=as_of, today=today)
+        assert str(err.value) == (f"impact: as_of {as_of} is not a past day (today is 2026-12-04, UTC): "
+                                  "its data is not complete yet; the latest as_of is yesterday, 2026-12-03")
+        assert err.value.exit_code == 2
+    assert check_request(**args, as_of=date(2026, 12, 3), today=today).as_of == date(2026, 12, 3)
+    with pytest.raises(UsageError, match="the change date 2026-12-10 is in the future .today is 2026-12-04"):
+        check_request(CFG, STEP, date(2026, 12, 10), date(2026, 12, 3), today=today)
+    with pytest.raises(UsageError, match="the change date 2026-12-03 is after as_of 2026-11-30"):
+        check_request(CFG, STEP, date(2026, 12, 3), date(2026, 11, 30), today=today)
+
+
 def test_impact_config_keeps_the_steps_up_to_the_one_measured() -> None:
     sel = check_request(CFG, STEP, date(2026, 7, 3), date(2026, 11, 30))
     cfg = impact_config(CFG, STEP, sel)
