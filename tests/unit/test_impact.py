@@ -253,6 +253,24 @@ def test_pooled_comparison_by_hand() -> None:
     assert data["verdict"] == "improved" and data["ci_method"] == "newcombe"
 
 
+def test_json_keeps_tiny_p_values_to_6_significant_figures() -> None:
+    sel = check_request(CFG, STEP, date(2026, 7, 3), date(2026, 11, 30), segment="origin")
+    before = {k: (1000, 200) for k in BEFORE}  # 20% before, 40% after: z = 10.6, p ~ 3e-26
+    after = {k: (1000, 400) for k in AFTER}
+    rows = _rows(before | after) + _rows(before | after, "origin", "github")
+    r = analyze(CFG, STEP, sel, rows, segment="origin")
+    p = two_proportion_p_value(1200, 3000, 600, 3000)
+    assert 0 < p < 1e-20 and r.p_value == p
+    data = json.loads(r.to_json())
+    assert data["p_value"] > 0 and data["p_value"] == pytest.approx(p, rel=1e-5)
+    assert data["p_value"] == float(f"{p:.6g}")
+    github = data["segment"]["values"][0]
+    assert github["p_value"] > 0 and github["p_value_adjusted"] > 0
+    assert all(c["p_value"] > 0 for c in data["after"]["cohorts"])
+    # rates keep the report's 6 decimals
+    assert data["absolute_lift"] == 0.2 and data["ci_low"] == round(r.ci_low, 6)
+
+
 def test_too_early_is_a_result_with_null_numbers() -> None:
     sel = check_request(CFG, STEP, date(2026, 7, 3), date(2026, 11, 29))
     r = analyze(CFG, STEP, sel, _rows(BEFORE | STRADDLE | AFTER))
