@@ -403,7 +403,6 @@ def cmd_impact(args: argparse.Namespace) -> int:
     _preflight(cfg)
     _quiet_runtime()
     from flows.impact import growth_impact
-    from tasks.publish import write_report
 
     code = 0
     try:
@@ -420,14 +419,37 @@ def cmd_impact(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
     print(impact.render_text(result))
     if args.json:
-        write_report(result.to_json(), args.json)
-        from tasks.impact_chart import render_impact_chart
-
-        chart = render_impact_chart(result, Path(args.json).with_suffix(".png"))
-        print(f"result: {args.json} (chart: {chart})", file=sys.stderr)
+        _write_impact_outputs(result, args.json)
     if result.delivery is not None and result.delivery.status == "posted":
         print(f"posted to {result.delivery.channel} (ts {result.delivery.ts})", file=sys.stderr)
     return code
+
+
+def impact_chart_path(json_path: str | Path) -> Path:
+    """Where ``--json FILE`` puts the chart: beside FILE, FILE's name less its last suffix plus
+    ``.chart.png`` (impact.json -> impact.chart.png). Never FILE itself, whatever its name
+    (x.png -> x.chart.png), also on a case-insensitive file system: FILE's own suffix has
+    one dot, never the two of '.chart.png'."""
+    target = Path(json_path)
+    return target.with_name(f"{target.stem}.chart.png")
+
+
+def _write_impact_outputs(result, json_path: str) -> None:
+    """The JSON result, then its chart. The chart is a bonus: if it cannot be drawn or
+    written, a warning on stderr, and the command's exit status is what it would be."""
+    from tasks.publish import write_report
+
+    write_report(result.to_json(), json_path)
+    chart_path = impact_chart_path(json_path)
+    try:
+        from tasks.impact_chart import render_impact_chart
+
+        chart = render_impact_chart(result, chart_path)
+    except Exception as exc:  # noqa: BLE001 - a chart is never worth failing the command
+        print(f"result: {json_path}", file=sys.stderr)
+        print(f"warning: the impact chart could not be drawn to {chart_path}: {exc}", file=sys.stderr)
+        return
+    print(f"result: {json_path} (chart: {chart})", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -498,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a source's URL (repeatable; several may follow one --source)")
     p.add_argument("--dry-run", action="store_true", help="post nothing to Slack; print the result")
     p.add_argument("--channel", help="Slack channel (default: the framework file's report.channel)")
-    p.add_argument("--json", metavar="FILE", help="write the JSON result to FILE (and the chart next to it, .png)")
+    p.add_argument("--json", metavar="FILE", help="write the JSON result to FILE and the chart beside it (FILE less its suffix, .chart.png)")
     p.set_defaults(func=cmd_impact)
 
     p = sub.add_parser("validate", help="check a framework file; exit 0 or 2")

@@ -152,7 +152,7 @@ def test_too_early_via_the_cli_is_exit_0_with_null_numbers(sources, tmp_path: Pa
     assert [c["cohort"] for c in r["after"]["cohorts"]] == ["2026-09", "2026-10"]
     assert [c["cohort"] for c in r["pending"]] == ["2026-11"] and r["ready_on"] == "2026-12-30"
     assert "Too early: 2 cohorts mature of 3 needed" in printed
-    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "impact.chart.png").read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.parametrize(
