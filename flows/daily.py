@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
@@ -17,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from framework.config import FrameworkConfig, load_config
+from framework.config import FrameworkConfig, FunnelConfig, load_config
 from framework.digest import (
     markdown_code_block,
     render_quality_markdown,
@@ -176,15 +177,43 @@ class DayInputs:
     urls: dict[str, str]
 
 
-def prepare(framework_path: str, channel: str | None = None, top_n: int | None = None) -> DayInputs:
+Mode = Literal["independent", "any_order", "ordered"]
+Cohort = Literal["month", "week"]
+
+
+def prepare(
+    framework_path: str, channel: str | None = None, top_n: int | None = None,
+    mode: Mode | None = None, cohort: Cohort | None = None,
+) -> DayInputs:
     path = resolve_path(framework_path)
     cfg = load_config(path)
     if top_n is not None or channel:
         cfg = cfg.model_copy(update={"report": cfg.report.model_copy(update={
             "top_n": top_n or cfg.report.top_n, "channel": channel or cfg.report.channel,
         })})
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    text = path.read_bytes()
+    digest = hashlib.sha256(text).hexdigest()[:16]
+    # mode and cohort change the metrics themselves (channel and top_n only where and how
+    # much is shown). The store keys everything by the framework's name: snapshots, trends,
+    # the previous day of the anomaly check, milestones, watermarks and the Slack message.
+    # A run computed another way is therefore its own series, named for it, and never
+    # replaces (or is trended with) the day's numbers computed the file's way; its
+    # framework_hash covers the overrides too, so gf_runs tells the two apart as well.
+    overrides = {k: v for k, v in (("mode", mode), ("cohort", cohort)) if v is not None and v != getattr(cfg.funnel, k)}
+    if overrides:
+        funnel = FunnelConfig.model_validate({**cfg.funnel.model_dump(), **overrides})
+        cfg = cfg.model_copy(update={"name": f"{cfg.name} ({override_label(overrides)})", "funnel": funnel})
+        basis = text + b"\0" + json.dumps(overrides, sort_keys=True).encode()
+        digest = hashlib.sha256(basis).hexdigest()[:16]
     return DayInputs(cfg, digest, secrets.resolve_source_urls(cfg))
+
+
+def override_label(overrides: dict[str, str]) -> str:
+    """"ordered mode, weekly cohorts": what a run computed otherwise than its file says."""
+    parts = [f"{overrides['mode']} mode"] if "mode" in overrides else []
+    if "cohort" in overrides:
+        parts.append(f"{overrides['cohort']}ly cohorts")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -285,6 +314,8 @@ def growth_digest(
     top_n: Annotated[int, Field(ge=1, le=50)] | None = None,
     report_json: str | None = None,
     full_refresh: bool = False,
+    mode: Mode | None = None,
+    cohort: Cohort | None = None,
 ) -> Report:
     """Compute the growth funnel for one day, store it, and post the lowest-converting steps.
 
@@ -296,10 +327,15 @@ def growth_digest(
         top_n: How many lowest-converting steps the digest shows; empty means the framework file's.
         report_json: Also write the JSON report to this path.
         full_refresh: Read every source record again instead of only those since the last run.
+        mode: How a step's reach is counted (independent, any_order or ordered); empty means
+            the framework file's funnel.mode. Another mode is stored and posted as its own
+            series, "<framework> (ordered mode)", never in place of the daily numbers.
+        cohort: Cohort size of the cohort table (month or week); empty means the framework
+            file's funnel.cohort. Like mode, another value is its own series.
     """
     logger = get_run_logger()
     as_of = as_of or yesterday()
-    inputs = prepare(framework_path, channel, top_n)
+    inputs = prepare(framework_path, channel, top_n, mode, cohort)
     # secrets once, at the start; passed on, never logged
     token = None if dry_run else secrets.resolve_slack_token()
     if not dry_run and token is None:

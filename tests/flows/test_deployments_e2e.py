@@ -374,9 +374,10 @@ def _flow_name(deployment: str) -> str:
         ("growth-digest/daily", {"as_of": "not-a-date"}, "as_of"),
         ("growth-digest/daily", {"top_n": 0}, "top_n"),
         ("growth-digest/daily", {"dry_run": "sometimes"}, "dry_run"),
+        ("growth-digest/daily", {"mode": "bogus"}, "mode"),
         ("growth-backfill/backfill", {"start": "2026-11-01"}, "end"),
     ],
-    ids=["date", "bounded-int", "bool", "required"],
+    ids=["date", "bounded-int", "bool", "choice", "required"],
 )
 def test_bad_parameters_are_rejected_when_the_run_is_created(
     server: Server, deployed: Deployed, deployment: str, parameters: dict, mentions: str

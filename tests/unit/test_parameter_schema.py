@@ -93,6 +93,38 @@ def test_daily_form() -> None:
     assert "'dry_run'" in _rejects("daily", {"dry_run": "yes"})
 
 
+def test_daily_mode_and_cohort_are_choices_of_the_framework_file_values() -> None:
+    from typing import get_args
+
+    from framework.config import FunnelConfig
+
+    props = _schema("daily")["properties"]
+    for key in ("mode", "cohort"):
+        choices = list(get_args(FunnelConfig.model_fields[key].annotation))
+        assert props[key]["anyOf"] == [{"enum": choices, "type": "string"}, NULL], key
+        assert props[key]["default"] is None
+        assert "empty means the framework file's" in " ".join(props[key]["description"].split())
+    assert props["mode"]["anyOf"][0]["enum"] == ["independent", "any_order", "ordered"]
+    assert props["cohort"]["anyOf"][0]["enum"] == ["month", "week"]
+    _accepts("daily", {"mode": "ordered", "cohort": "week"})
+    _accepts("daily", {"mode": None, "cohort": None})
+    assert "'mode'" in _rejects("daily", {"mode": "bogus"})
+    assert "'mode'" in _rejects("daily", {"mode": "Ordered"})
+    assert "'cohort'" in _rejects("daily", {"cohort": "day"})
+
+
+def test_a_bad_mode_is_refused_when_the_flow_is_called_too() -> None:
+    """The flow's own validation (validate_parameters=True), for runs not created from a deployment."""
+    from prefect.exceptions import ParameterTypeError
+
+    flow = _flow("daily")
+    assert flow.validate_parameters({"mode": "any_order", "cohort": "week"})["mode"] == "any_order"
+    for bad in ({"mode": "bogus"}, {"cohort": "quarter"}):
+        with pytest.raises(ParameterTypeError) as err:
+            flow.validate_parameters(bad)
+        assert next(iter(bad)) in str(err.value)
+
+
 def test_backfill_form() -> None:
     schema = _schema("backfill")
     props = schema["properties"]
