@@ -181,6 +181,9 @@ def test_timestamps_in_year_1_and_9999_and_with_offsets(tmp_path, capsys) -> Non
         {"id": "y1", "created_at": "0001-01-01 00:00:00", "origin": "web"},
         {"id": "y9999", "created_at": "9999-12-31 23:59:59", "origin": "web"},  # after as_of: not read
         {"id": "tz", "created_at": "2026-10-10T23:30:00-05:00", "origin": "web"},  # 2026-10-11 04:30 UTC
+        # 2026-11-01 03:00 UTC: after the current period (signups 10-04 .. 10-31); its local
+        # date, 10-31, is inside it
+        {"id": "tz-late", "created_at": "2026-10-31T22:00:00-05:00", "origin": "web"},
     ]
     events += [
         {"account_id": "0", "ts": "0001-01-01 00:00:00", "kind": "a"},  # before signup: kept, counted once
@@ -193,14 +196,17 @@ def test_timestamps_in_year_1_and_9999_and_with_offsets(tmp_path, capsys) -> Non
     # i) + account 0 (its earliest, year 1) + tz = 21 (account 1's only action, in 9999, is not
     # one); paid 10 ordinary (i % 4 == 0) + tz = 11: 32. More than 1 h before the account's
     # creation: account 0's year-1 action, and tz's payment (00:00 UTC, 4.5 h before its 04:30 UTC
-    # signup): 2. One account (1) has a record after the run's clock.
+    # signup): 2. Offsets ignored, tz's payment (00:00 on the 11th) would be after its signup
+    # (23:30 on the 10th): 1 of 32. One account (1) has a record after the run's clock.
     _assert_quality(code, report, out, err, 0, failed={}, warned={
         "milestones.before_creation": "2 of 32 more than 1 h before their account's creation",
         "steps.acted.future_records": "1 accounts with records dated after the run's clock "
                                       "(latest 9999-12-31T23:59Z; not counted, not used for freshness)",
     })
     _finite_numbers(report)
-    # 40 ordinary accounts + tz (its signup is 2026-10-11 UTC, in the period); y1 and y9999 are not
+    # 40 ordinary accounts + tz (its signup is 2026-10-11 UTC, in the period); y1, y9999 (after
+    # as_of, not read) and tz-late (2026-11-01 in UTC) are not. Offsets ignored, tz-late (10-31
+    # local) would be a 42nd.
     assert _step(report, "signup")["reached"] == 41
     # 20 ordinary actors + tz; account 1's only action is in 9999
     assert _step(report, "acted")["reached"] == 21
