@@ -436,6 +436,7 @@ class ImpactResult:
     step: str
     step_name: str
     previous_step: str
+    qualifying: bool  # an intentional cliff: never ranked by the digest, measured here all the same
     change_date: str
     as_of: str
     entity: str
@@ -599,13 +600,14 @@ def analyze(
 
     result = ImpactResult(
         framework=cfg.name, step=step, step_name=config.name, previous_step=previous,
+        qualifying=config.qualifying,
         change_date=sel.change_date.isoformat(), as_of=sel.as_of.isoformat(), entity=cfg.entity.name,
         cohort=sel.kind, window_days=sel.window_days, mode=cfg.funnel.mode, min_sample=min_sample,
         before=before_side, after=after_side, excluded=excluded, pending=pending,
         **asdict(result_cmp), verdict=verdict, summary="",
         cohorts_needed={"before": sel.before_needed, "after": sel.after_needed},
         ready_on=sel.ready_on.isoformat() if sel.too_early else None,
-        segment=seg, notes=_notes(sel, seg),
+        segment=seg, notes=_notes(sel, seg, config),
     )
     return _with_summary(result)
 
@@ -648,8 +650,13 @@ def _segments(
     return SegmentAnalysis(attribute, CORRECTION, m, confidence, out)
 
 
-def _notes(sel: Selection, seg: SegmentAnalysis | None) -> list[str]:
+def _notes(sel: Selection, seg: SegmentAnalysis | None, step: StepConfig) -> list[str]:
     notes = []
+    if step.qualifying:
+        notes.append(
+            f"'{step.name}' ({step.key}) is a qualifying step: an intentional cliff, which the digest "
+            "lists apart and never ranks; whether a change moved it is measured like any step's."
+        )
     if sel.straddling is not None:
         notes.append(
             f"Cohort {sel.straddling.label} is excluded: it straddles the change date "

@@ -271,6 +271,25 @@ def test_json_keeps_tiny_p_values_to_6_significant_figures() -> None:
     assert data["absolute_lift"] == 0.2 and data["ci_low"] == round(r.ci_low, 6)
 
 
+def test_a_qualifying_step_is_measured_and_says_so() -> None:
+    # invited_teammate is qualifying in the demo framework (an intentional cliff the digest
+    # never ranks); a change meant to move it is still a fair question: compared, with a note
+    assert CFG.step("invited_teammate").qualifying
+    sel = check_request(CFG, "invited_teammate", date(2026, 7, 3), date(2026, 11, 30))
+    r = analyze(CFG, "invited_teammate", sel, _rows(BEFORE | STRADDLE | AFTER, step="invited_teammate"))
+    assert r.previous_step == "first_scheduled_run" and r.qualifying is True
+    assert (r.before.entered, r.before.reached, r.after.reached) == (300, 120, 150)
+    assert r.verdict == "improved" and r.p_value == pytest.approx(0.013823, abs=1e-6)
+    note = ("'Invite a teammate' (invited_teammate) is a qualifying step: an intentional cliff, which the "
+            "digest lists apart and never ranks; whether a change moved it is measured like any step's.")
+    assert note in r.notes and f"Note: {note}" in render_text(r)
+    assert f"- {note.replace('_', chr(92) + '_')}" in render_markdown(r)  # invited\_teammate
+    assert json.loads(r.to_json())["qualifying"] is True
+    plain = analyze(CFG, STEP, check_request(CFG, STEP, date(2026, 7, 3), date(2026, 11, 30)),
+                    _rows(BEFORE | STRADDLE | AFTER))
+    assert plain.qualifying is False and not any("qualifying" in n for n in plain.notes)
+
+
 def test_too_early_is_a_result_with_null_numbers() -> None:
     sel = check_request(CFG, STEP, date(2026, 7, 3), date(2026, 11, 29))
     r = analyze(CFG, STEP, sel, _rows(BEFORE | STRADDLE | AFTER))
