@@ -302,6 +302,49 @@ def test_too_early_is_a_result_with_null_numbers() -> None:
     assert "2 cohorts mature of 3 needed" in r.summary and "2026-11-30" in r.summary
 
 
+def test_immature_cohorts_before_a_recent_change_are_passed_over_excluded_and_said_so() -> None:
+    # as_of 2026-11-20, change 2026-11-10: October is before the change but not mature (it
+    # ends 11-01: mature from as_of 11-30), so the before side is July..September; November
+    # straddles the change; the after cohorts are all pending (too early)
+    sel = check_request(CFG, STEP, date(2026, 11, 10), date(2026, 11, 20))
+    counts = {"2026-07": (100, 40), "2026-08": (100, 40), "2026-09": (100, 40), "2026-10": (80, 30),
+              "2026-11": (50, 20)}
+    r = analyze(CFG, STEP, sel, _rows(counts))
+    assert [c.cohort for c in r.before.cohorts] == ["2026-07", "2026-08", "2026-09"]
+    assert (r.before.entered, r.before.reached) == (300, 120)
+    assert r.verdict == "too_early" and [c.cohort for c in r.pending] == ["2026-12", "2027-01", "2027-02"]
+    assert r.excluded == [
+        {"cohort": "2026-11", "start": "2026-11-01", "end": "2026-12-01",
+         "reason": "straddles the change date 2026-11-10 (signups both before and after it)",
+         "entered": 50, "reached": 20, "conversion": 0.4},
+        {"cohort": "2026-10", "start": "2026-10-01", "end": "2026-11-01",
+         "reason": "before the change but not mature (matures on 2026-11-30)",
+         "entered": 80, "reached": 30, "conversion": 0.375},
+    ]
+    note = "Cohort 2026-10 before the change is not mature yet and is passed over."
+    assert note in r.notes and f"Note: {note}" in render_text(r)
+    md = render_markdown(r)
+    assert f"- {note}" in md and "| excluded | 2026-10 | 2026-10-01 |" in md
+    assert json.loads(r.to_json())["excluded"][1]["cohort"] == "2026-10"
+
+
+def test_several_immature_cohorts_passed_over_are_listed_in_one_note() -> None:
+    funnel = CFG.funnel.model_copy(update={"cohort": "week"})
+    cfg = CFG.model_copy(update={"funnel": funnel})
+    # weekly, 30-day window, as_of 2026-11-20: W43..W45 are before the change 2026-11-11 (W46)
+    # and not mature yet
+    sel = check_request(cfg, STEP, date(2026, 11, 11), date(2026, 11, 20), before_cohorts=2, after_cohorts=1)
+    weeks = {"2026-W41": (100, 40), "2026-W42": (100, 40), "2026-W43": (10, 1), "2026-W44": (10, 2),
+             "2026-W45": (10, 3)}
+    r = analyze(cfg, STEP, sel, _rows(weeks))
+    skipped = [e for e in r.excluded if e["reason"].startswith("before the change but not mature")]
+    assert [(e["cohort"], e["reason"][-11:-1], e["entered"], e["reached"]) for e in skipped] == [
+        ("2026-W43", "2026-11-24", 10, 1), ("2026-W44", "2026-12-01", 10, 2), ("2026-W45", "2026-12-08", 10, 3)]
+    assert ("Cohorts 2026-W43, 2026-W44, 2026-W45 before the change are not mature yet and are passed over."
+            in r.notes)
+    assert [c.cohort for c in r.before.cohorts] == ["2026-W41", "2026-W42"]
+
+
 def test_too_small_a_denominator_is_a_usage_error() -> None:
     sel = check_request(CFG, STEP, date(2026, 7, 3), date(2026, 11, 30))
     small = {k: (9, 4) for k in BEFORE}  # 27 entered < min_sample 30
