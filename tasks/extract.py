@@ -46,6 +46,7 @@ from sqlalchemy import exc as sa_exc
 from framework.config import FrameworkConfig, StepConfig
 from framework.errors import SchemaError, SourceError
 from framework.milestones import AGGREGATE_COLUMNS, to_utc
+from tasks.faults import fault_point
 from tasks.secrets import redact
 
 log = logging.getLogger("growth.extract")
@@ -580,6 +581,7 @@ def extract_table(
     query, outs = table_query(read, engine, sources.tables, end, since)
     with _reading(read.source, engine) as conn:
         frame = _fetch(conn, engine, query, outs, sources, (read.source, read.table))
+        fault_point("extract.table")  # test hook (tasks/faults.py): a table read, its connection open
     out: dict[str, pd.DataFrame] = {}
     for i, step in enumerate(read.steps):
         part = frame[["entity_id", *_aggregates(str(i))]]

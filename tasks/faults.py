@@ -10,9 +10,17 @@ soon as that file exists (``GROWTH_FAULT_SLEEP`` is then the upper bound), so a 
 can hold a run at a point until something else has happened, without guessing times.
 Otherwise it returns at once.
 
-Fault points: ``store.write`` (in `tasks.store.MetricStore.commit_results`,
-inside the transaction, after the old rows of the as_of are deleted and before
-the new ones are inserted).
+Fault points:
+
+- ``extract`` (`flows.daily.extract_task`, before any source query);
+- ``extract.table`` (`tasks.extract.extract_table`, after each table's grouped
+  query has been read, its source connection still open: the run is in the
+  middle of extraction);
+- ``store.write`` (in `tasks.store.MetricStore.commit_results`, inside the
+  transaction, after the old rows of the as_of are deleted and before the new
+  ones are inserted);
+- ``slack.posted`` (`tasks.publish`, after Slack accepted the post and before
+  the delivery is recorded in the store).
 """
 
 from __future__ import annotations

@@ -120,7 +120,8 @@ def _one_digest(slack) -> dict:
 
 @pytest.mark.parametrize(
     ("stage", "point"),
-    [("extracting", "extract"), ("writing the store", "store.write"), ("posting", "slack.posted")],
+    # extracting: after the first table's query was read, its connection open, the other tables unread
+    [("extracting", "extract.table"), ("writing the store", "store.write"), ("posting", "slack.posted")],
 )
 def test_killed_run_is_completed_by_the_next_without_duplicates(
     demo_urls, slack, tmp_path: Path, monkeypatch, capsys, stage: str, point: str
@@ -274,6 +275,43 @@ def test_slack_down_then_growth_deliver_sends_it_exactly_once(demo_urls, slack, 
 
     assert main([*deliver, "--channel", "#alerts"]) == 0  # another channel: its own single post
     assert len(slack.channel_messages("C0ALERTS")) == 1 and len(slack.calls_to("chat.postMessage")) == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "channel", "message"),
+    [
+        # Slack rate-limits every call (Retry-After 0 keeps the test short): the bounded retries
+        # give up at the first call, the channel lookup
+        ("429 forever", "#growth", "Slack refused the channel list (looking up #growth): ratelimited"),
+        ("503 forever", "#growth", "Slack refused the channel list (looking up #growth): internal_error"),
+        # every answer comes after the client's 1 s timeout; the post is carried out, but the
+        # history lookup that would find it times out too: nothing can be confirmed
+        ("timeouts", "#growth", "Slack could not be reached for #growth: TimeoutError (the digest may have "
+         "been posted; the next run or `growth deliver` finds it)"),
+        ("unknown channel", "#nowhere", "Slack refused the digest for #nowhere: channel_not_found"),
+    ],
+)
+def test_slack_failures_end_the_run_with_exit_5_and_the_metrics_stored(
+    demo_urls, slack, tmp_path, monkeypatch, capsys, fault: str, channel: str, message: str
+) -> None:
+    """A whole `growth run` per Slack failure kind: exit 5, the day stored, its delivery recorded
+    as failed (so `growth deliver` can send it later), one clear line and no traceback."""
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("SLACK_BOT_TOKEN", VALID_TOKEN)
+    monkeypatch.setenv("SLACK_API_URL", slack.url)
+    if fault == "429 forever":
+        slack.fail_next(429, {"Retry-After": "0"}, times=200)
+    elif fault == "503 forever":
+        slack.fail_next(503, times=200)
+    elif fault == "timeouts":
+        monkeypatch.setenv("GROWTH_SLACK_TIMEOUT", "1")
+        slack.delay_next(2.0, times=200)
+    assert main([*_run_args(demo_urls, store), "--channel", channel]) == 5
+    err = _without_logging_errors(capsys.readouterr().err)
+    assert err.strip().splitlines()[-1] == message and "Traceback" not in err, err
+    with MetricStore.open(store) as kept:
+        assert kept.has_results(FW, END)  # the metrics are stored all the same
+        assert kept.get_delivery(FW, END, channel).status == "failed"
 
 
 def test_growth_deliver_with_nothing_stored_exits_2(tmp_path, monkeypatch, capsys) -> None:

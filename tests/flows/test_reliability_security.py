@@ -270,7 +270,10 @@ def test_store_connection_ended_mid_write_is_retried_and_stored_once(
     monkeypatch.setenv("SLACK_BOT_TOKEN", VALID_TOKEN)
     monkeypatch.setenv("SLACK_API_URL", slack.url)
     monkeypatch.setenv("GROWTH_FAULT", "store.write")
-    monkeypatch.setenv("GROWTH_FAULT_SLEEP", "3")
+    # held until the backend is ended (no race against a fixed sleep); the retry passes at once
+    ended = tmp_path / "writer-ended"
+    monkeypatch.setenv("GROWTH_FAULT_SLEEP", "120")
+    monkeypatch.setenv("GROWTH_FAULT_UNTIL", str(ended))
     outcome: dict = {}
 
     def end_the_writer() -> None:
@@ -283,6 +286,7 @@ def test_store_connection_ended_mid_write_is_retried_and_stored_once(
                 if pid is not None:
                     outcome["terminated"] = conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
             time.sleep(0.1)
+        ended.touch()  # let the held run go on (also when the backend was never found: the test then fails)
 
     killer = threading.Thread(target=end_the_writer)
     killer.start()
