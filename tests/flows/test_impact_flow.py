@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shlex
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from flows.impact import growth_impact
 from framework.errors import UsageError
 from tasks.secrets import source_env_var
 from tasks.seed import seed_demo
-from tests.conftest import DEMO_FRAMEWORK
+from tests.conftest import DEMO_FRAMEWORK, ROOT
 
 END = date(2026, 11, 30)
 ACCOUNTS = 12_000  # about 1,400 accounts enter the step per side: the +8 pp lift is ~5 standard errors
@@ -227,3 +229,51 @@ def test_a_refused_post_exits_5_and_keeps_the_result(sources, monkeypatch, slack
     saved = json.loads(out.read_text())
     assert saved["verdict"] == "improved" and saved["delivery"] == {"channel": "#growth", "status": "failed", "ts": None}
     assert "Verdict: improved" in captured.out
+
+
+def _documented_example() -> list[tuple[list[str], list[str]]]:
+    """docs/impact.md's example block: each '$ growth ...' command (continuation lines
+    joined) with the paragraphs of output shown after it."""
+    doc = (ROOT / "docs" / "impact.md").read_text(encoding="utf-8")
+    block = doc.split("## Example (the demo)", 1)[1].split("```\n", 2)[1]
+    runs: list[tuple[list[str], list[str]]] = []
+    lines = iter(block.splitlines())
+    for line in lines:
+        if line.startswith("$ "):
+            command = line[2:]
+            while command.endswith("\\"):
+                command = command[:-1] + next(lines)
+            runs.append((shlex.split(command), []))
+        else:
+            runs[-1][1].append(line)
+    return [(argv, [p for p in "\n".join(out).split("\n\n") if p.strip()]) for argv, out in runs]
+
+
+def _squeeze(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_the_documented_example_prints_what_the_docs_show(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The exact commands of docs/impact.md's example, run from a directory laid out like the
+    repository's root (framework/ is the checkout's), print the output shown there; the
+    README's numbers are those of the same run."""
+    from flows.cli import main
+    from framework.impact import fmt_pp
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "framework").symlink_to(ROOT / "framework", target_is_directory=True)
+    monkeypatch.setenv("GROWTH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    runs = _documented_example()
+    assert [argv[:2] for argv, _ in runs] == [["growth", "seed-demo"], ["growth", "impact"]]
+    for argv, paragraphs in runs:
+        assert main(argv[1:]) == 0, argv
+        printed = _squeeze(capsys.readouterr().out)
+        for paragraph in paragraphs:
+            assert _squeeze(paragraph) in printed, (paragraph, printed)
+
+    result = json.loads((tmp_path / "impact.json").read_text(encoding="utf-8"))
+    assert result["verdict"] == "improved"
+    readme = _squeeze((ROOT / "README.md").read_text(encoding="utf-8"))
+    numbers = f"{fmt_pp(result['absolute_lift'])}, {result['relative_lift'] * 100:+.0f}% relative"
+    assert re.search(re.escape(numbers) + r" on the default demo with data through 2026-11-30", readme), numbers
