@@ -4,9 +4,12 @@
   reads everything the pipeline needs, gets exactly what a superuser gets, and every write
   it tries is refused.
 * Hostile identifiers (``accounts; DROP TABLE x``, quotes, unicode, very long names) are
-  rejected by the schema check (exit 2) on PostgreSQL, MariaDB and SQLite; hostile ``where``
-  values are bound as parameters and match only themselves. Each test proves, with a
-  fingerprint of every table's contents, that the source is unchanged afterwards.
+  rejected by the schema check (exit 2) on PostgreSQL, MariaDB and SQLite when the source has
+  no such table or column (the entity's table, id, created_at, attributes, a ``where`` column,
+  a ``via`` column); tables and columns that really have such names are read with quoted
+  identifiers, the right rows, on all three; hostile ``where`` values are bound as parameters
+  and match only themselves. Each test proves, with a fingerprint of every table's contents,
+  that the source is unchanged afterwards.
 
 The module's fixtures (``pg_demo``) are reused by tests/flows/test_reliability_security.py.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -106,8 +109,10 @@ def _role_exists(conn: sa.Connection, role: str) -> bool:
 
 
 def fingerprint(url: str) -> dict[str, tuple[int, str]]:
-    """Every table's row count and a digest of its rows (in a stable order): equal before and
-    after means the source is unchanged."""
+    """Every table's row count and a digest of its column names and rows (in a stable order):
+    equal before and after means the source is unchanged. ``SELECT *`` from each table (its name
+    quoted by SQLAlchemy), so no column is reflected: SQLAlchemy's MySQL reflection misreads a
+    column name holding a backtick (see test_a_column_name_holding_a_backtick)."""
     import hashlib
 
     engine = sa.create_engine(url)
@@ -115,9 +120,10 @@ def fingerprint(url: str) -> dict[str, tuple[int, str]]:
     try:
         with engine.connect() as conn:
             for name in sorted(sa.inspect(conn).get_table_names()):
-                table = sa.Table(name, sa.MetaData(), autoload_with=conn)
-                rows = sorted(repr(tuple(r)) for r in conn.execute(sa.select(table)))
-                out[name] = (len(rows), hashlib.sha256("\n".join(rows).encode()).hexdigest())
+                result = conn.execute(sa.select(sa.text("*")).select_from(sa.table(name)))
+                columns = repr(list(result.keys()))
+                rows = sorted(repr(tuple(r)) for r in result)
+                out[name] = (len(rows), hashlib.sha256("\n".join([columns, *rows]).encode()).hexdigest())
     finally:
         engine.dispose()
     return out
@@ -309,6 +315,227 @@ def test_hostile_text_in_the_framework_file_is_refused_or_inert_at_the_cli(
     err = capsys.readouterr().err
     assert code == 2 and "has no table 'x; DROP TABLE x' (tables: x)" in err and "Traceback" not in err
     assert fingerprint(hostile_db) == before
+
+
+
+# ---------------------------------------------------------------- tables that really have hostile names
+
+
+# Tables and columns created under these names (no "." in a table name: that is a schema), each
+# next to a victim table ``x`` that their "DROP TABLE x" / "DELETE FROM x" would empty. All fit
+# PostgreSQL's 63 bytes and MariaDB's 64 characters. No backtick in a column name here: on
+# MariaDB that is test_a_column_name_holding_a_backtick's.
+NAMED = {
+    "accounts": 'acc"; DROP TABLE x; --',
+    "id": "id' OR '1'='1",
+    "created": 'créé "le" ✓',
+    "origin": 'orïgin"; DELETE FROM x; --',
+    "events": "events`; DROP TABLE x; -- ✓",
+    "ref": 'rèf"); DROP TABLE x; --',
+    "ts": "ts'); DROP TABLE x; --",
+    "kind": 'kïnd %s %(x)s "q" ?',
+    "visits": "visits; DROP TABLE x",
+    "fk": "wörkspace'\"",
+    "workspaces": "wörkspaces'; DELETE FROM x; --",
+    "key": 'k"ey ✓',
+    "owner": "owner'; DROP TABLE x",
+}
+PAID_KIND = "p'; DROP TABLE x; --"  # a hostile value too, bound as a parameter
+
+
+def _named_tables(metadata: sa.MetaData) -> None:
+    n = NAMED
+    sa.Table("x", metadata, sa.Column("id", sa.Integer), sa.Column("note", sa.String(50)))
+    sa.Table(n["accounts"], metadata, sa.Column(n["id"], sa.Integer), sa.Column(n["created"], sa.DateTime),
+             sa.Column(n["origin"], sa.String(50)))
+    sa.Table(n["events"], metadata, sa.Column(n["ref"], sa.Integer), sa.Column(n["ts"], sa.DateTime),
+             sa.Column(n["kind"], sa.String(50)))
+    sa.Table(n["visits"], metadata, sa.Column(n["fk"], sa.Integer), sa.Column(n["ts"], sa.DateTime))
+    sa.Table(n["workspaces"], metadata, sa.Column(n["key"], sa.Integer), sa.Column(n["owner"], sa.Integer))
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def named_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database (its own file, PostgreSQL schema or MariaDB database, fresh per test) whose
+    tables and columns have the hostile NAMED names, beside a victim table ``x``: its URL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'named.db'}"
+    elif request.param == "postgresql":
+        base, schema = request.getfixturevalue("pg_schema")
+        url = with_search_path(base, schema)
+    else:
+        base, database = request.getfixturevalue("mariadb_database")
+        url = base.rsplit("/", 1)[0] + f"/{database}"
+    metadata = sa.MetaData()
+    _named_tables(metadata)
+    t = metadata.tables
+    n = NAMED
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        metadata.create_all(conn)
+        conn.execute(t["x"].insert(), [{"id": 1, "note": "must survive"}, {"id": 2, "note": "me too"}])
+        conn.execute(t[n["accounts"]].insert(), [
+            {n["id"]: i, n["created"]: datetime(2026, 11, i, 10), n["origin"]: origin}
+            for i, origin in [(1, "web"), (2, "O'Brien \"quoted\" ✓"), (3, "x'; DROP TABLE x; --"), (4, None)]
+        ])
+        conn.execute(t[n["events"]].insert(), [
+            {n["ref"]: 1, n["ts"]: datetime(2026, 11, 1, 11), n["kind"]: "a"},
+            {n["ref"]: 1, n["ts"]: datetime(2026, 11, 1, 12), n["kind"]: "a"},
+            {n["ref"]: 2, n["ts"]: datetime(2026, 11, 2, 11), n["kind"]: "a"},
+            {n["ref"]: 3, n["ts"]: datetime(2026, 11, 3, 11), n["kind"]: "a"},
+            {n["ref"]: 1, n["ts"]: datetime(2026, 11, 5, 9), n["kind"]: PAID_KIND},
+            {n["ref"]: 2, n["ts"]: datetime(2026, 11, 5, 9), n["kind"]: "p"},  # not the paid kind
+            {n["ref"]: 4, n["ts"]: datetime(2026, 11, 6, 9), n["kind"]: "' OR '1'='1"},
+        ])
+        conn.execute(t[n["workspaces"]].insert(), [{n["key"]: 10, n["owner"]: 2}, {n["key"]: 20, n["owner"]: 4}])
+        conn.execute(t[n["visits"]].insert(), [
+            {n["fk"]: 10, n["ts"]: datetime(2026, 11, 7, 9)}, {n["fk"]: 20, n["ts"]: datetime(2026, 11, 8, 9)},
+            {n["fk"]: 20, n["ts"]: datetime(2026, 11, 9, 9)},
+        ])
+    engine.dispose()
+    return url
+
+
+def _named_framework(**override: str) -> str:
+    """Every identifier of the framework file a NAMED one (``override``: key -> another name)."""
+    n = {**NAMED, **override}
+    q = {k: _yaml_str(v) for k, v in n.items()}
+    return f"""
+name: Hostile names
+sources: {{db: {{url: "sqlite://"}}}}
+entity: {{source: db, table: {q["accounts"]}, id: {q["id"]}, created_at: {q["created"]}, attributes: [{q["origin"]}]}}
+steps:
+  - {{key: signup, name: Sign up, entity_created: true}}
+  - {{key: acted, name: Acted, source: db, table: {q["events"]}, entity_id: {q["ref"]}, timestamp: {q["ts"]},
+      where: {{{q["kind"]}: a}}}}
+  - {{key: paid, name: Paid, source: db, table: {q["events"]}, entity_id: {q["ref"]}, timestamp: {q["ts"]},
+      where: {{{q["kind"]}: [{_yaml_str(PAID_KIND)}]}}}}
+  - key: visited
+    name: Visited
+    source: db
+    table: {q["visits"]}
+    timestamp: {q["ts"]}
+    via: {{table: {q["workspaces"]}, key: {q["key"]}, foreign_key: {q["fk"]}, entity_id: {q["owner"]}}}
+"""
+
+
+def _firsts(frame) -> dict[int, str]:
+    return {int(i): f"{t:%Y-%m-%d %H:%M}" for i, t in zip(frame["entity_id"], frame["first_at"], strict=True)}
+
+
+def test_tables_and_columns_with_hostile_names_are_read_with_quoted_identifiers(named_db: str) -> None:
+    """Every identifier of the file is a real table or column named like an injection: the schema
+    check finds them, the queries quote them (one grouped query with ``where`` flags on the events
+    table, a ``via`` join on the visits table), the right rows come back, and no table changes."""
+    engine = sa.create_engine(named_db)
+    with engine.connect() as conn:
+        assert set(sa.inspect(conn).get_table_names()) == {
+            "x", NAMED["accounts"], NAMED["events"], NAMED["visits"], NAMED["workspaces"]}
+    engine.dispose()
+    before = fingerprint(named_db)
+    assert before["x"][0] == 2
+
+    cfg = parse_config(_named_framework(), env={})
+    entities, aggregates = _extract(cfg, {"db": named_db})
+
+    assert list(entities.columns) == ["entity_id", "created_at", NAMED["origin"]]
+    by_id = {int(i): (f"{t:%Y-%m-%d %H:%M}", o) for i, t, o in
+             zip(entities["entity_id"], entities["created_at"], entities[NAMED["origin"]], strict=True)}
+    assert {i: v[0] for i, v in by_id.items()} == {i: f"2026-11-0{i} 10:00" for i in (1, 2, 3, 4)}
+    assert [by_id[i][1] for i in (1, 2, 3)] == ["web", "O'Brien \"quoted\" ✓", "x'; DROP TABLE x; --"]
+    assert by_id[4][1] is None or by_id[4][1] != by_id[4][1]  # NULL (None or NaN)
+    # acted: kind 'a' (1 twice: its first at 11:00); paid: only the row holding PAID_KIND itself,
+    # not 'p' nor "' OR '1'='1"; visited: through workspaces (10 -> owner 2, 20 -> owner 4)
+    assert _firsts(aggregates["acted"]) == {1: "2026-11-01 11:00", 2: "2026-11-02 11:00", 3: "2026-11-03 11:00"}
+    assert aggregates["acted"].set_index("entity_id")["records"].to_dict() == {1: 2, 2: 1, 3: 1}
+    assert _firsts(aggregates["paid"]) == {1: "2026-11-05 09:00"}
+    assert _firsts(aggregates["visited"]) == {2: "2026-11-07 09:00", 4: "2026-11-08 09:00"}
+    assert aggregates["visited"].set_index("entity_id")["records"].to_dict() == {2: 1, 4: 2}
+    assert fingerprint(named_db) == before
+
+
+@pytest.mark.parametrize(
+    ("field", "name", "problem"),
+    [
+        ("accounts", "accounts; DROP TABLE x", "entity: source 'db' has no table 'accounts; DROP TABLE x'"),
+        ("accounts", 'acc"; DROP TABLE x; -- ✓', "entity: source 'db' has no table 'acc\"; DROP TABLE x; -- ✓'"),
+        ("id", "id; DROP TABLE x", "entity: source 'db' table '{accounts}' has no column 'id; DROP TABLE x'"),
+        ("created", "created_at' OR '1'='1", "entity: source 'db' table '{accounts}' has no column "
+                                              "'created_at' OR '1'='1'"),
+        ("origin", "origin`; DROP TABLE x", "entity: source 'db' table '{accounts}' has no column "
+                                             "'origin`; DROP TABLE x'"),
+        ("kind", "kind' OR '1'='1", "steps[1] (acted) where: source 'db' table '{events}' has no column "
+                                     "'kind' OR '1'='1'"),
+        ("ts", 'ts"; DELETE FROM x; --', "steps[1] (acted): source 'db' table '{events}' has no column "
+                                          "'ts\"; DELETE FROM x; --'"),
+        ("owner", "owner; DROP TABLE x", "steps[3] (visited) via: source 'db' table '{workspaces}' has no column "
+                                          "'owner; DROP TABLE x'"),
+    ],
+)
+def test_hostile_entity_where_and_via_names_that_do_not_exist_are_rejected_with_exit_2(
+    named_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str, name: str, problem: str
+) -> None:
+    """One identifier of the file is replaced by a hostile name the source does not have (the
+    entity's table, id, created_at or attribute, a ``where`` column, a step's timestamp, a
+    ``via`` column): the schema check names it, exit 2 from the CLI before any query, source
+    unchanged."""
+    from flows.cli import main
+
+    problem = problem.format(**NAMED)
+    before = fingerprint(named_db)
+    text = _named_framework(**{field: name})
+    with pytest.raises(SchemaError) as err:
+        _check(text, named_db)
+    assert err.value.exit_code == 2
+    assert problem in str(err.value), str(err.value)
+
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text, encoding="utf-8")
+    code = main(["run", "--framework", str(path), "--dry-run", "--source", f"db={named_db}",
+                 "--store", f"sqlite:///{tmp_path / 'store.db'}"])
+    cli_err = capsys.readouterr().err
+    assert code == 2 and problem in cli_err and "Traceback" not in cli_err, cli_err
+    assert fingerprint(named_db) == before
+
+BACKTICK_COLUMN = "id`; DROP TABLE x; --"
+
+
+def test_a_column_name_holding_a_backtick(named_db: str) -> None:
+    """SQLite and PostgreSQL read it. On MariaDB, SQLAlchemy's reflection (2.1: ``_parse_column``
+    of SHOW CREATE TABLE does not unescape) gives its name with the backtick doubled, so the
+    schema check refuses it, naming the column as reflected: exit 2, nothing read, no table
+    changed. Refused, never pasted into SQL."""
+    engine = sa.create_engine(named_db)
+    table = sa.Table("bt", sa.MetaData(), sa.Column(BACKTICK_COLUMN, sa.Integer), sa.Column("at", sa.DateTime))
+    with engine.begin() as conn:
+        table.create(conn)
+        conn.execute(table.insert(), [{BACKTICK_COLUMN: i, "at": datetime(2026, 11, i, 10)} for i in (1, 2)])
+    dialect = engine.dialect.name
+    engine.dispose()
+    before = fingerprint(named_db)
+    text = f"""
+name: Backtick
+sources: {{db: {{url: "sqlite://"}}}}
+entity: {{source: db, table: bt, id: {_yaml_str(BACKTICK_COLUMN)}, created_at: at}}
+steps:
+  - {{key: signup, name: Sign up, entity_created: true}}
+  - {{key: again, name: Again, source: db, table: bt, entity_id: {_yaml_str(BACKTICK_COLUMN)}, timestamp: at}}
+"""
+    cfg = parse_config(text, env={})
+    if dialect == "mysql":
+        with pytest.raises(SchemaError) as err:
+            _extract(cfg, {"db": named_db})
+        assert err.value.exit_code == 2
+        assert str(err.value).splitlines() == [
+            f"entity: source 'db' table 'bt' has no column '{BACKTICK_COLUMN}' (columns: at, id``; DROP TABLE x; --)",
+            f"steps[1] (again): source 'db' table 'bt' has no column '{BACKTICK_COLUMN}' "
+            "(columns: at, id``; DROP TABLE x; --)",
+        ], str(err.value)
+    else:
+        entities, aggregates = _extract(cfg, {"db": named_db})
+        assert sorted(int(i) for i in entities["entity_id"]) == [1, 2]
+        assert _firsts(aggregates["again"]) == {1: "2026-11-01 10:00", 2: "2026-11-02 10:00"}
+    assert fingerprint(named_db) == before
 
 
 
