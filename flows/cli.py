@@ -168,15 +168,40 @@ def _apply_source_overrides(cfg: FrameworkConfig, pairs: list[str]) -> None:
         os.environ[source_env_var(name)] = url
 
 
-def _preflight(cfg: FrameworkConfig) -> None:
-    """Check sources and identifiers before paying Prefect's start-up: exit 2 or 4 in a second."""
+# A source that refuses connections is tried again after these pauses (seconds), as the
+# flow's check-schema task is (flows/daily.py, retry_delay_seconds), then the run exits 4.
+SOURCE_RETRY_DELAYS = (2, 10)
+
+
+def _preflight(cfg: FrameworkConfig, sleep=None) -> None:
+    """Check sources and identifiers before paying Prefect's start-up: a bad name is exit 2 at
+    once; a source that refuses connections (a transient failure) is tried again after each of
+    SOURCE_RETRY_DELAYS, then exit 4 naming the source (never its password)."""
+    import time
+
+    from framework.errors import SourceError
     from tasks import extract, secrets
 
-    sources = extract.open_sources(secrets.resolve_source_urls(cfg))
-    try:
-        extract.check_schema(cfg, sources)
-    finally:
-        sources.dispose()
+    sleep = sleep or time.sleep
+    urls = secrets.resolve_source_urls(cfg)
+    attempts = len(SOURCE_RETRY_DELAYS) + 1
+    for attempt in range(attempts):
+        sources = extract.open_sources(urls)
+        try:
+            extract.check_schema(cfg, sources)
+            return
+        except SourceError as exc:
+            if not exc.transient:
+                raise
+            if attempt == attempts - 1:
+                waited = sum(SOURCE_RETRY_DELAYS)
+                raise SourceError(
+                    [*exc.problems[:-1], f"{exc.problems[-1]} (gave up after {attempts} attempts over {waited} s)"],
+                    transient=True,
+                ) from None
+        finally:
+            sources.dispose()
+        sleep(SOURCE_RETRY_DELAYS[attempt])
 
 
 def _run_flow(

@@ -86,9 +86,14 @@ def test_unknown_column_at_run_time_exits_2_naming_step_and_column(
     assert "Traceback" not in err
 
 
-def test_unreadable_source_exits_4_and_hides_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreadable_source_exits_4_and_hides_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sqlite3
 
+    import flows.cli
+
+    monkeypatch.setattr(flows.cli, "SOURCE_RETRY_DELAYS", (0, 0))  # the pauses: see the test below
     path = _write(tmp_path, GOOD)
     sqlite3.connect(tmp_path / "events.db").close()  # 'events' is readable (a missing SQLite file is exit 4 too)
     code = main(["run", "--framework", path, "--dry-run",
@@ -97,6 +102,49 @@ def test_unreadable_source_exits_4_and_hides_password(tmp_path: Path, capsys: py
     err = capsys.readouterr().err
     assert code == 4
     assert "source 'app'" in err and "hunter2" not in err
+    assert "(gave up after 3 attempts over 0 s)" in err
+
+
+def test_a_refusing_source_is_tried_three_times_with_backoff_before_exit_4(tmp_path: Path) -> None:
+    """growth run checks the sources before starting Prefect: a refused connection (nothing listens
+    on port 1) is transient, so it is tried again after 2 s and 10 s, as the flow's check-schema
+    task would be; the pauses are recorded here instead of slept."""
+    import sqlite3
+
+    from flows.cli import _preflight
+    from framework.config import load_config
+    from framework.errors import SourceError
+
+    sqlite3.connect(tmp_path / "events.db").close()
+    cfg = load_config(_write(tmp_path, GOOD), env={
+        "GROWTH_DEMO_APP_URL": "postgresql+psycopg://growth:hunter2@127.0.0.1:1/x",
+        "GROWTH_DEMO_EVENTS_URL": f"sqlite:///{tmp_path / 'events.db'}",
+    })
+    pauses: list[float] = []
+    with pytest.raises(SourceError) as err:
+        _preflight(cfg, sleep=pauses.append)
+    assert pauses == [2, 10]
+    assert err.value.exit_code == 4 and err.value.transient
+    assert str(err.value).endswith("(gave up after 3 attempts over 12 s)") and "hunter2" not in str(err.value)
+
+
+def test_a_bad_name_is_not_retried(tmp_path: Path) -> None:
+    import sqlite3
+
+    from flows.cli import _preflight
+    from framework.config import load_config
+    from framework.errors import SchemaError
+
+    pauses: list[float] = []
+    for name in ("app", "events"):
+        sqlite3.connect(tmp_path / f"{name}.db").close()  # empty databases: no such tables
+    cfg = load_config(_write(tmp_path, GOOD), env={
+        "GROWTH_DEMO_APP_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "GROWTH_DEMO_EVENTS_URL": f"sqlite:///{tmp_path / 'events.db'}",
+    })
+    with pytest.raises(SchemaError):
+        _preflight(cfg, sleep=pauses.append)
+    assert pauses == []
 
 
 @pytest.mark.parametrize(
