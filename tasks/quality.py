@@ -733,6 +733,9 @@ def step_suite(cfg: FrameworkConfig, end: datetime, frame: pd.DataFrame) -> Suit
     future = suite.expect(
         "ExpectColumnValuesToBeBetween", "steps.future_records", column="future_entities", max_value=0
     )
+    null_times = suite.expect(
+        "ExpectColumnValuesToBeBetween", "steps.timestamp_not_null", column="null_timestamps", max_value=0
+    )
     # A step without records has no newest: stale, not vacuously fresh.
     has_newest = suite.expect("ExpectColumnValuesToNotBeNull", "steps.newest_not_null", column="newest")
     fresh = suite.expect(
@@ -803,6 +806,14 @@ def step_suite(cfg: FrameworkConfig, end: datetime, frame: pd.DataFrame) -> Suit
             )
         suite.check(
             f"steps.{step.key}.future_records", f"{step.table}.{step.timestamp}", "warn", future, future_records,
+            step=step.key,
+        )
+
+        def null_time(r: dict[str, Any], row: Any = row) -> str:
+            return f"{_n(row['null_timestamps'])} records with a NULL or unreadable time (not counted)"
+
+        suite.check(
+            f"steps.{step.key}.timestamp_not_null", f"{step.table}.{step.timestamp}", "warn", null_times, null_time,
             step=step.key,
         )
         suite.check(

@@ -235,9 +235,13 @@ def test_unparsable_timestamps_and_nan_text(tmp_path, capsys) -> None:
     events += [{"account_id": "0", "ts": "NaN", "kind": "a"}, {"account_id": "2", "ts": "yesterday", "kind": "p"}]
     code, report, out, err = _run(tmp_path, _database(tmp_path / "db.sqlite", accounts, events), capsys, "--dry-run")
     # 40 ordinary + 2 accounts ("nan", "junk") whose created_at does not parse: 2 of 42. The
-    # events' "NaN" and "yesterday" times are NULL times, not records: nothing else is flagged.
+    # events' "NaN" (kind a: acted) and "yesterday" (kind p: paid) are unreadable times: not
+    # counted, one warned per step.
     _assert_quality(code, report, out, err, 3,
-                    failed={"entities.created_at_not_null": "2 of 42 null or unparseable"}, warned={})
+                    failed={"entities.created_at_not_null": "2 of 42 null or unparseable"}, warned={
+                        "steps.acted.timestamp_not_null": "1 records with a NULL or unreadable time (not counted)",
+                        "steps.paid.timestamp_not_null": "1 records with a NULL or unreadable time (not counted)",
+                    })
     _finite_numbers(report)
     assert _step(report, "signup")["reached"] == 40  # the unparsable signups are in no period
 
