@@ -155,7 +155,39 @@ def store_task(store: MetricStore, run: RunHandle, day: Day, failed_quality: boo
     )
 
 
-@task(name="publish-slack", cache_policy=NO_CACHE)
+SLACK_TRANSIENT = frozenset({
+    "connection_error", "ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout",
+})
+"""DeliveryError reasons worth another attempt of the whole delivery: Slack unreachable, rate
+limits and Slack's own server errors (after the client's bounded retries). Never a refusal:
+invalid_auth, channel_not_found, not_in_channel, missing_scope, invalid_blocks, ..."""
+
+
+LOST_POST = "may have been posted"
+"""How tasks.publish.deliver words a post whose answer was lost and could not be confirmed."""
+
+
+def _slack_transient(task_, task_run, state) -> bool:
+    """Retry the delivery when Slack or the store failed transiently. Not when the message is
+    already out (only the chart upload failed: a retry would update the message, not upload
+    the chart), nor after a lost answer deliver could not confirm: Slack may have posted, and
+    could not be searched (a retry would post again if the search still fails)."""
+    try:
+        state.result()
+    except DeliveryError as exc:
+        return (exc.reason in SLACK_TRANSIENT and not getattr(exc, "delivered", False)
+                and LOST_POST not in str(exc))
+    except StoreError:
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+@task(
+    name="publish-slack", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_slack_transient,
+    cache_policy=NO_CACHE,
+)
 def publish_task(
     store: MetricStore, token: str, report: Report, ui_url: str | None, chart: Path | None = None
 ) -> Delivery:
@@ -164,8 +196,14 @@ def publish_task(
     (tasks.publish.deliver_once). When the quality gate failed, the message is the
     data-quality alert instead of the digest (a later passing run turns it into the digest).
     The funnel chart goes into the thread of the first post. The Slack client retries
-    429/5xx/connection errors itself, bounded."""
-    return publish.deliver_once(store, token, report, ui_url, chart)
+    429/5xx/connection errors itself, bounded; a delivery that still failed for a transient
+    reason is tried again by the task (2 retries, 2 s then 10 s): delivery is idempotent."""
+    try:
+        return publish.deliver_once(store, token, report, ui_url, chart)
+    except DeliveryError as exc:
+        sent = store.get_delivery(report.framework, date.fromisoformat(report.result.as_of), report.delivery.channel)
+        exc.delivered = sent is not None and bool(sent.ts) and sent.status in {"posted", "updated"}
+        raise
 
 
 @dataclass(frozen=True)

@@ -59,3 +59,63 @@ def test_mode_and_cohort_overrides_are_their_own_series_in_the_store(sources: st
     # the file's own values given explicitly are no override at all
     same = growth_digest(as_of=END, framework_path=str(DEMO_FRAMEWORK), dry_run=True, mode="independent", cohort="month")
     assert same.framework == NAME and same.result.mode == "independent"
+
+
+def _posting(slack, monkeypatch: pytest.MonkeyPatch, token: str):
+    monkeypatch.setenv("SLACK_BOT_TOKEN", token)
+    monkeypatch.setenv("SLACK_API_URL", slack.url)
+    return growth_digest(as_of=END, framework_path=str(DEMO_FRAMEWORK), channel="#growth")
+
+
+def test_a_transient_slack_failure_is_retried_by_the_task_and_posts_once(sources, slack, monkeypatch) -> None:
+    from flows.daily import publish_task
+    from tests.support.slack_standin import VALID_TOKEN
+
+    assert publish_task.retries == 2 and publish_task.retry_delay_seconds == [2, 10]
+    # the client's own attempts (1 + 3 retries) all answered 500: the task's first try fails
+    slack.fail_next(500, times=4, method="chat.postMessage")
+    report = _posting(slack, monkeypatch, VALID_TOKEN)
+    assert report.delivery.status == "posted" and report.delivery.ts
+    assert len(slack.calls_to("chat.postMessage")) == 5  # the task's second try posted
+    (message,) = slack.channel_messages("C0GROWTH")  # once: the retry searched the channel first
+    assert message["ts"] == report.delivery.ts
+    assert slack.calls_to("conversations.history")
+    (upload,) = slack.calls_to("files.completeUploadExternal")
+    assert upload.body["thread_ts"] == report.delivery.ts
+
+
+def test_a_refused_token_is_not_retried(sources, slack, monkeypatch) -> None:
+    from framework.errors import DeliveryError
+
+    with pytest.raises(DeliveryError) as err:
+        _posting(slack, monkeypatch, "xoxb-revoked")
+    assert err.value.reason == "invalid_auth"
+    assert len(slack.calls_to("chat.postMessage")) == 1
+    assert slack.channel_messages("C0GROWTH") == []
+
+
+def test_a_failed_chart_upload_after_the_post_is_not_retried(sources, slack, monkeypatch) -> None:
+    """The digest is out; a retry would only update it (the chart goes with a first post)."""
+    from framework.errors import DeliveryError
+    from tests.support.slack_standin import VALID_TOKEN
+
+    slack.fail_next(500, times=4, method="files.getUploadURLExternal")
+    with pytest.raises(DeliveryError) as err:
+        _posting(slack, monkeypatch, VALID_TOKEN)
+    assert err.value.reason == "internal_error"
+    assert len(slack.calls_to("chat.postMessage")) == 1 and slack.calls_to("chat.update") == []
+    assert len(slack.calls_to("files.getUploadURLExternal")) == 4  # the client's attempts, one task try
+
+
+def test_a_lost_post_that_could_not_be_confirmed_is_not_retried(sources, slack, monkeypatch) -> None:
+    """Slack may have posted and the channel cannot be searched: another try could post again."""
+    from framework.errors import DeliveryError
+    from tasks.publish import POST_ATTEMPTS
+    from tests.support.slack_standin import VALID_TOKEN
+
+    slack.drop_next(times=10, method="chat.postMessage")
+    slack.refuse_next("missing_scope", times=10, method="conversations.history", needed="channels:history")
+    with pytest.raises(DeliveryError) as err:
+        _posting(slack, monkeypatch, VALID_TOKEN)
+    assert err.value.reason == "connection_error" and "may have been posted" in str(err.value)
+    assert len(slack.calls_to("chat.postMessage")) == POST_ATTEMPTS  # deliver's own attempts, one task try
