@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -25,7 +26,7 @@ from framework.digest import (
     render_text,
 )
 from framework.engine import as_of_end, compute
-from framework.errors import DeliveryError, QualityGateError, SourceError
+from framework.errors import DeliveryError, QualityGateError, SourceError, UsageError
 from framework.milestones import assemble, merge_milestones, step_definition
 from framework.report import DataQuality, Delivery, FunnelResult, Report
 from framework.trend import RUNS_AGO_NEEDED, attach_trends
@@ -80,12 +81,35 @@ def open_store_task(url: str) -> MetricStore:
     return MetricStore.open(url)
 
 
-@task(name="check-schema", **_io)
+EXTRACT_TIMEOUT_ENV = "GROWTH_EXTRACT_TIMEOUT_SECONDS"
+DEFAULT_EXTRACT_TIMEOUT = 3600.0
+CHECK_SCHEMA_TIMEOUT = 300.0
+"""Seconds: a schema check reads the catalogue only (never more than the extraction's own)."""
+
+
+def extract_timeout() -> float:
+    """The extraction's timeout in seconds: $GROWTH_EXTRACT_TIMEOUT_SECONDS, default an hour."""
+    raw = os.environ.get(EXTRACT_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_EXTRACT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"{EXTRACT_TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+# Timeouts: Prefect interrupts a sync task run in the main thread (every flow run here) with
+# SIGALRM, elsewhere by raising in its thread between two Python instructions; a database
+# driver blocked in C may only notice when its call returns. A timed-out task is not retried.
+@task(name="check-schema", timeout_seconds=CHECK_SCHEMA_TIMEOUT, **_io)
 def check_schema_task(cfg: FrameworkConfig, sources: extract.Sources) -> None:
     extract.check_schema(cfg, sources)
 
 
-@task(name="extract", timeout_seconds=3600, **_io)
+@task(name="extract", timeout_seconds=DEFAULT_EXTRACT_TIMEOUT, **_io)
 def extract_task(cfg: FrameworkConfig, sources: extract.Sources, end: datetime, since: dict[str, datetime]):
     fault_point("extract")  # a test hook (tasks/faults.py): the run holds here when told to
     entities, aggregates = extract.extract_all(cfg, sources, end, since)
@@ -213,6 +237,7 @@ class DayInputs:
     cfg: FrameworkConfig
     framework_hash: str
     urls: dict[str, str]
+    extract_timeout: float = DEFAULT_EXTRACT_TIMEOUT  # seconds (GROWTH_EXTRACT_TIMEOUT_SECONDS)
 
 
 Mode = Literal["independent", "any_order", "ordered"]
@@ -243,7 +268,7 @@ def prepare(
         cfg = cfg.model_copy(update={"name": f"{cfg.name} ({override_label(overrides)})", "funnel": funnel})
         basis = text + b"\0" + json.dumps(overrides, sort_keys=True).encode()
         digest = hashlib.sha256(basis).hexdigest()[:16]
-    return DayInputs(cfg, digest, secrets.resolve_source_urls(cfg))
+    return DayInputs(cfg, digest, secrets.resolve_source_urls(cfg), extract_timeout())
 
 
 def override_label(overrides: dict[str, str]) -> str:
@@ -281,8 +306,9 @@ def compute_day(inputs: DayInputs, store: MetricStore, as_of: date, full_refresh
     ids, watermark, since = _read_plan(cfg, store, full_refresh)
     sources = extract.open_sources(inputs.urls)
     try:
-        check_schema_task(cfg, sources)
-        entities, aggregates = extract_task(cfg, sources, end, since)
+        limit = inputs.extract_timeout
+        check_schema_task.with_options(timeout_seconds=min(CHECK_SCHEMA_TIMEOUT, limit))(cfg, sources)
+        entities, aggregates = extract_task.with_options(timeout_seconds=limit)(cfg, sources, end, since)
     finally:
         sources.dispose()
     fresh, stats = assemble(cfg, entities, aggregates)

@@ -119,3 +119,41 @@ def test_a_lost_post_that_could_not_be_confirmed_is_not_retried(sources, slack, 
         _posting(slack, monkeypatch, VALID_TOKEN)
     assert err.value.reason == "connection_error" and "may have been posted" in str(err.value)
     assert len(slack.calls_to("chat.postMessage")) == POST_ATTEMPTS  # deliver's own attempts, one task try
+
+
+def test_extraction_that_outlasts_its_timeout_fails_the_run(sources, monkeypatch, tmp_path) -> None:
+    """The run is held at the extract fault point (tasks/faults.py) until a file that never
+    appears; GROWTH_EXTRACT_TIMEOUT_SECONDS=2 ends it, Failed with the timeout as its reason."""
+    import time
+
+    monkeypatch.setenv("GROWTH_EXTRACT_TIMEOUT_SECONDS", "2")
+    monkeypatch.setenv("GROWTH_FAULT", "extract")
+    monkeypatch.setenv("GROWTH_FAULT_SLEEP", "120")
+    monkeypatch.setenv("GROWTH_FAULT_UNTIL", str(tmp_path / "never"))
+    started = time.monotonic()
+    state = growth_digest(as_of=END, framework_path=str(DEMO_FRAMEWORK), dry_run=True, return_state=True)
+    took = time.monotonic() - started
+    assert state.is_failed(), state
+    assert "TaskRunTimeoutError" in state.message and "timed out after 2.0 second(s)" in state.message, state.message
+    assert took < 60, f"the run took {took:.0f} s: the timeout did not interrupt the extraction"
+    with MetricStore.open(sources) as store:
+        assert not store.has_results(NAME, END)
+    engine = sa.create_engine(sources)
+    with engine.connect() as conn:
+        status, error = conn.execute(sa.text("SELECT status, error FROM gf_runs")).one()
+    engine.dispose()
+    assert status == "failed" and "TaskRunTimeoutError" in error
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "inf", "nan"])
+def test_a_bad_extract_timeout_is_a_usage_error(monkeypatch, value: str) -> None:
+    from flows.daily import EXTRACT_TIMEOUT_ENV, extract_timeout
+    from framework.errors import UsageError
+
+    monkeypatch.setenv(EXTRACT_TIMEOUT_ENV, value)
+    with pytest.raises(UsageError, match=EXTRACT_TIMEOUT_ENV):
+        extract_timeout()
+    monkeypatch.setenv(EXTRACT_TIMEOUT_ENV, "90.5")
+    assert extract_timeout() == 90.5
+    monkeypatch.delenv(EXTRACT_TIMEOUT_ENV)
+    assert extract_timeout() == 3600
