@@ -3,6 +3,7 @@ a 90-day backfill is stored, resumable, and feeds the digest's trend; export rea
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from contextlib import redirect_stdout
@@ -65,10 +66,41 @@ def test_same_day_twice_one_result_set_one_message_updated(env: str, monkeypatch
     assert _count(env, "gf_snapshots") == 1
 
 
+def _assert_progress_complete(flow_run_id, description: str) -> None:
+    """The backfill's progress artifact: the latest of its key is this run's, at 100 %."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactCollectionFilter,
+        ArtifactCollectionFilterKey,
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+    )
+
+    async def read():
+        async with get_client() as client:
+            latest = await client.read_latest_artifacts(
+                artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=["growth-backfill-progress"]))
+            )
+            mine = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            )
+            return latest, mine
+
+    latest, mine = asyncio.run(read())
+    (artifact,) = mine  # the backfill's only artifact
+    assert (artifact.key, artifact.type, artifact.description) == ("growth-backfill-progress", "progress", description)
+    assert artifact.data == pytest.approx(100.0)
+    (collection,) = latest
+    assert collection.latest_id == artifact.id and collection.type == "progress"
+    assert collection.data == pytest.approx(100.0)
+
+
 def test_backfill_90_days_feeds_the_trend_and_resumes(env: str, tmp_path: Path) -> None:
     start, last = END - timedelta(days=90), END - timedelta(days=1)
-    outcome = growth_backfill(start=start, end=last, framework_path=str(DEMO_FRAMEWORK))
+    state = growth_backfill(start=start, end=last, framework_path=str(DEMO_FRAMEWORK), return_state=True)
+    outcome = state.result()
     assert len(outcome["stored"]) == 90 and not outcome["failed_quality"]
+    _assert_progress_complete(state.state_details.flow_run_id, f"Backfill {start} .. {last}")
     again = growth_backfill(start=start, end=last, framework_path=str(DEMO_FRAMEWORK))
     assert again["stored"] == [] and len(again["skipped"]) == 90
 
