@@ -56,3 +56,28 @@ def test_demo_prints_the_digest_of_its_report_and_reuses_its_databases(tmp_path:
     assert "reusing the demo databases" in second.stderr
     assert app_db.stat().st_mtime_ns == built
     assert json.loads((data / "report.json").read_text())["steps"] == report["steps"]
+
+
+def test_without_prefect_home_the_demo_keeps_prefect_under_its_data_directory(tmp_path: Path) -> None:
+    """No PREFECT_HOME and no PREFECT_API_URL: the local run's Prefect home (its temporary
+    server's database) is <GROWTH_DATA_DIR>/.prefect, and the second run reuses it."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"PREFECT_HOME", "PREFECT_API_URL", "PREFECT_API_KEY", "SLACK_BOT_TOKEN"}}
+    env["GROWTH_DATA_DIR"] = str(data)
+
+    def demo() -> int:
+        done = subprocess.run(
+            [sys.executable, "-m", "flows.cli", "demo", "--accounts", "300", "--history", "0"],
+            env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        with sqlite3.connect(data / ".prefect" / "prefect.db") as db:
+            return db.execute("SELECT count(*) FROM flow_run WHERE name LIKE 'growth-digest-%'").fetchone()[0]
+
+    assert demo() == 1
+    database = (data / ".prefect" / "prefect.db").stat().st_ino
+    assert demo() == 2  # the first run's history is still there: the same Prefect home
+    assert (data / ".prefect" / "prefect.db").stat().st_ino == database
