@@ -84,6 +84,7 @@ TARGETS = {  # issue 9, at 1M accounts
     "naive / full": (">=", 10.0),
     "full / SQL peer": ("<=", 1.5),
     "peak RSS ours (GB)": ("<=", 1.5),
+    "quality gate / full": ("<=", 0.2),  # issue 5: validation stays a small share of a run
 }
 LINEAR_SLACK = 1.25  # per-account time of a size may exceed the previous size's by this factor
 
@@ -240,8 +241,20 @@ def worker_ours(schema: str, store: str, as_of: str, source_url: str | None = No
     log.addHandler(Keep())
     log.setLevel(logging.INFO)
     daily.get_run_logger = lambda: log  # the tasks' logger outside a flow run
+    stages: dict[str, float] = {}
+
+    def timed(name: str, fn):
+        def run(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                stages[name] = stages.get(name, 0.0) + time.perf_counter() - t
+        return run
+
     for name in ("check_schema_task", "extract_task", "compute_task", "validate_task"):
-        setattr(daily, name, getattr(daily, name).fn)  # no orchestration: Prefect measured apart
+        # no orchestration (Prefect measured apart); each stage timed
+        setattr(daily, name, timed(name.removesuffix("_task"), getattr(daily, name).fn))
 
     inputs = daily.prepare(str(FRAMEWORK))
     f = inputs.cfg.funnel
@@ -262,7 +275,7 @@ def worker_ours(schema: str, store: str, as_of: str, source_url: str | None = No
     reached = {s.key: s.reached for s in day.report.result.steps if s.tracked}
     rows = [m for m in messages if "rows fetched" in m]
     return {"seconds": seconds, "imports": imports, "quality": quality, "reached": reached,
-            "log": rows[-1] if rows else ""}
+            "log": rows[-1] if rows else "", "stages": stages}
 
 
 def worker_naive(schema: str, as_of: str) -> dict:
@@ -443,7 +456,7 @@ def bench_size(n: int, repeat: int, naive_repeat: int, work: Path, log, reuse: b
     floor(schema)  # warm-up: every table read once (OS cache), not counted
     full_as_of, incr_as_of = END - timedelta(days=1), END
     m: dict[str, list] = {k: [] for k in ("floor", "group", "sql", "full", "incr", "naive", "imports",
-                                          "rss_full", "rss_incr", "rss_naive")}
+                                          "rss_full", "rss_incr", "rss_naive", "validate", "validate_incr")}
     checks: dict[str, dict] = {}
     floors: list[dict[str, float]] = []
     groups: list[dict[str, float]] = []
@@ -461,6 +474,7 @@ def bench_size(n: int, repeat: int, naive_repeat: int, work: Path, log, reuse: b
         store.unlink(missing_ok=True)
         full, rss = run_worker("ours", schema=schema, store=store, as_of=full_as_of.isoformat())
         m["full"].append(full["seconds"])
+        m["validate"].append(full["stages"].get("validate", 0.0))
         m["imports"].append(full["imports"])
         m["rss_full"].append(rss)
         checks["full"] = full
@@ -469,6 +483,7 @@ def bench_size(n: int, repeat: int, naive_repeat: int, work: Path, log, reuse: b
         shutil.copyfile(store, incr_store)
         incr, rss = run_worker("ours", schema=schema, store=incr_store, as_of=incr_as_of.isoformat())
         m["incr"].append(incr["seconds"])
+        m["validate_incr"].append(incr["stages"].get("validate", 0.0))
         m["rss_incr"].append(rss)
         checks["incr"] = incr
 
@@ -494,6 +509,9 @@ def bench_size(n: int, repeat: int, naive_repeat: int, work: Path, log, reuse: b
         "sql": median(m["sql"]),
         "full": median(m["full"]),
         "incr": median(m["incr"]),
+        "validate": median(m["validate"]),
+        "validate_incr": median(m["validate_incr"]),
+        "stages": checks["full"]["stages"],
         "naive": median(m["naive"]) if m["naive"] else None,
         "naive_runs": len(m["naive"]),
         "imports": median(m["imports"]),
@@ -575,6 +593,7 @@ def ratios(r: dict) -> dict[str, float | None]:
         "naive / full": r["naive"] / r["full"] if r["naive"] else None,
         "full / SQL peer": r["full"] / r["sql"],
         "peak RSS ours (GB)": r["rss_ours"],
+        "quality gate / full": r["validate"] / r["full"] if "validate" in r else None,
     }
 
 
@@ -641,6 +660,14 @@ def report(results: list[dict], prefect: dict, meta: dict, lite: dict | None = N
         "",
         "Quality gate (full, incremental): " + "; ".join(
             f"{r['accounts']:,}: {', '.join(r['quality'])}" for r in results) + ".",
+        "",
+        "Quality gate time (validate task: GX suites and Data Docs), median s and share of the run: " + "; ".join(
+            f"{r['accounts']:,}: full {r['validate']:.2f} ({100 * r['validate'] / r['full']:.0f}%), "
+            f"incremental {r['validate_incr']:.2f} ({100 * r['validate_incr'] / r['incr']:.0f}%)"
+            for r in results) + ".",
+        "",
+        "Stages of the last full run at the largest size (s): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in results[-1]["stages"].items()) + ".",
         "",
         "Rows fetched, full run at the largest size: " + (results[-1]["full_log"] or "n/a"),
         "",
