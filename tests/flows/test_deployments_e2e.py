@@ -434,10 +434,15 @@ def test_serve_runs_the_same_deployment_without_a_worker(
         )
     try:
         async def served(client):
+            from prefect.exceptions import ObjectNotFound
+
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and proc.poll() is None:
-                dep = await client.read_deployment_by_name("growth-digest/daily")
-                if dep.version == version:  # re-registered from this checkout
+                try:
+                    dep = await client.read_deployment_by_name("growth-digest/daily")
+                except ObjectNotFound:  # between --replace's delete and serve's registration
+                    dep = None
+                if dep is not None and dep.version == version:  # re-registered from this checkout
                     return dep
                 await asyncio.sleep(1)
             return None
