@@ -298,6 +298,12 @@ def _read_plan(cfg: FrameworkConfig, store: MetricStore, full_refresh: bool) -> 
     return ids, watermark, {k: w - late for k, w in watermark.items()}
 
 
+def _with_timeout(task_, seconds: float):
+    """The task with this run's timeout; a plain function (bench/run.py runs the stages
+    without orchestration) as it is."""
+    return task_.with_options(timeout_seconds=seconds) if hasattr(task_, "with_options") else task_
+
+
 def compute_day(inputs: DayInputs, store: MetricStore, as_of: date, full_refresh: bool = False) -> Day:
     """Extract (incrementally where the store has milestones), compute, validate and attach
     the stored trend: the day's report and what to store, not yet stored or sent."""
@@ -307,8 +313,8 @@ def compute_day(inputs: DayInputs, store: MetricStore, as_of: date, full_refresh
     sources = extract.open_sources(inputs.urls)
     try:
         limit = inputs.extract_timeout
-        check_schema_task.with_options(timeout_seconds=min(CHECK_SCHEMA_TIMEOUT, limit))(cfg, sources)
-        entities, aggregates = extract_task.with_options(timeout_seconds=limit)(cfg, sources, end, since)
+        _with_timeout(check_schema_task, min(CHECK_SCHEMA_TIMEOUT, limit))(cfg, sources)
+        entities, aggregates = _with_timeout(extract_task, limit)(cfg, sources, end, since)
     finally:
         sources.dispose()
     fresh, stats = assemble(cfg, entities, aggregates)
