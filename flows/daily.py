@@ -315,6 +315,12 @@ def compute_day(inputs: DayInputs, store: MetricStore, as_of: date, full_refresh
         limit = inputs.extract_timeout
         _with_timeout(check_schema_task, min(CHECK_SCHEMA_TIMEOUT, limit))(cfg, sources)
         entities, aggregates = _with_timeout(extract_task, limit)(cfg, sources, end, since)
+    except TimeoutError:  # prefect's TaskRunTimeoutError: a source too slow, exit 4 with the limit
+        raise SourceError(
+            f"reading the sources took longer than {limit:g} s ({EXTRACT_TIMEOUT_ENV}; check-schema at most "
+            f"{min(CHECK_SCHEMA_TIMEOUT, limit):g} s): a slow or locked source; raise the limit or look at the "
+            "source's load"
+        ) from None
     finally:
         sources.dispose()
     fresh, stats = assemble(cfg, entities, aggregates)

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from flows.daily import growth_digest
 from framework.config import load_config
+from framework.errors import SourceError
 from tasks.secrets import source_env_var
 from tasks.seed import seed_demo
 from tasks.store import MetricStore
@@ -134,15 +135,20 @@ def test_extraction_that_outlasts_its_timeout_fails_the_run(sources, monkeypatch
     state = growth_digest(as_of=END, framework_path=str(DEMO_FRAMEWORK), dry_run=True, return_state=True)
     took = time.monotonic() - started
     assert state.is_failed(), state
-    assert "TaskRunTimeoutError" in state.message and "timed out after 2.0 second(s)" in state.message, state.message
+    reason = ("reading the sources took longer than 2 s (GROWTH_EXTRACT_TIMEOUT_SECONDS; check-schema at most 2 s): "
+              "a slow or locked source; raise the limit or look at the source's load")
+    assert reason in state.message, state.message
     assert took < 60, f"the run took {took:.0f} s: the timeout did not interrupt the extraction"
+    with pytest.raises(SourceError) as err:  # exit 4 from the CLI, the reason its one line
+        state.result()
+    assert err.value.exit_code == 4 and str(err.value) == reason
     with MetricStore.open(sources) as store:
         assert not store.has_results(NAME, END)
     engine = sa.create_engine(sources)
     with engine.connect() as conn:
         status, error = conn.execute(sa.text("SELECT status, error FROM gf_runs")).one()
     engine.dispose()
-    assert status == "failed" and "TaskRunTimeoutError" in error
+    assert status == "failed" and reason in error
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "soon", "inf", "nan"])
