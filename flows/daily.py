@@ -304,17 +304,15 @@ def _with_timeout(task_, seconds: float):
     return task_.with_options(timeout_seconds=seconds) if hasattr(task_, "with_options") else task_
 
 
-def compute_day(inputs: DayInputs, store: MetricStore, as_of: date, full_refresh: bool = False) -> Day:
-    """Extract (incrementally where the store has milestones), compute, validate and attach
-    the stored trend: the day's report and what to store, not yet stored or sent."""
-    cfg = inputs.cfg
-    end = as_of_end(as_of)
-    ids, watermark, since = _read_plan(cfg, store, full_refresh)
-    sources = extract.open_sources(inputs.urls)
+def read_sources(
+    cfg: FrameworkConfig, urls: dict[str, str], end: datetime, since: dict[str, datetime], limit: float
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """check-schema then extract, each within ``limit`` seconds (check-schema at most
+    CHECK_SCHEMA_TIMEOUT); a timeout is a SourceError (exit 4) naming the limit."""
+    sources = extract.open_sources(urls)
     try:
-        limit = inputs.extract_timeout
         _with_timeout(check_schema_task, min(CHECK_SCHEMA_TIMEOUT, limit))(cfg, sources)
-        entities, aggregates = _with_timeout(extract_task, limit)(cfg, sources, end, since)
+        return _with_timeout(extract_task, limit)(cfg, sources, end, since)
     except TimeoutError:  # prefect's TaskRunTimeoutError: a source too slow, exit 4 with the limit
         raise SourceError(
             f"reading the sources took longer than {limit:g} s ({EXTRACT_TIMEOUT_ENV}; check-schema at most "
@@ -323,6 +321,15 @@ def compute_day(inputs: DayInputs, store: MetricStore, as_of: date, full_refresh
         ) from None
     finally:
         sources.dispose()
+
+
+def compute_day(inputs: DayInputs, store: MetricStore, as_of: date, full_refresh: bool = False) -> Day:
+    """Extract (incrementally where the store has milestones), compute, validate and attach
+    the stored trend: the day's report and what to store, not yet stored or sent."""
+    cfg = inputs.cfg
+    end = as_of_end(as_of)
+    ids, watermark, since = _read_plan(cfg, store, full_refresh)
+    entities, aggregates = read_sources(cfg, inputs.urls, end, since, inputs.extract_timeout)
     fresh, stats = assemble(cfg, entities, aggregates)
     stored = store.load_milestones(cfg.name) if since else fresh.iloc[:0]
     keys = {ids[k]: k for k in since}

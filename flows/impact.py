@@ -25,10 +25,12 @@ from pydantic import Field
 
 from flows.daily import (
     DEFAULT_FRAMEWORK,
+    LOST_POST,
+    SLACK_TRANSIENT,
     IsoDate,
-    check_schema_task,
-    extract_task,
+    _slack_transient,
     prepare,
+    read_sources,
     yesterday,
 )
 from framework import impact
@@ -36,7 +38,7 @@ from framework.engine import as_of_end
 from framework.errors import DeliveryError, GrowthError
 from framework.milestones import assemble
 from framework.report import CohortRow, Delivery
-from tasks import extract, publish, secrets
+from tasks import publish, secrets
 
 ARTIFACT_KEY = "growth-impact"
 __all__ = ["DEFAULT_FRAMEWORK", "growth_impact", "run_impact"]
@@ -49,16 +51,23 @@ def cohorts_task(cfg, entities, milestones, step: str, as_of: date) -> list[Coho
     return impact.cohort_rows(entities, milestones, cfg, step, as_of)
 
 
-@task(name="publish-slack-impact", cache_policy=NO_CACHE)
+@task(
+    name="publish-slack-impact", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_slack_transient,
+    cache_policy=NO_CACHE,
+)
 def publish_impact_task(token: str, result: impact.ImpactResult, channel: str, ui_url: str | None,
                         chart: Path | None) -> tuple[Delivery, DeliveryError | None]:
-    """Post the result (chat.postMessage) and its chart into the message's thread. Slack's
-    refusal of the message is returned, not raised: the flow fails with its one-line message;
-    a failed chart upload is a warning (the message is posted)."""
+    """Post the result (chat.postMessage) and its chart into the message's thread. A transient
+    failure (Slack unreachable, rate limits, its server errors: flows.daily.SLACK_TRANSIENT) is
+    raised, so the task is tried again; never a post whose answer was lost (it may be out).
+    Slack's refusal of the message is returned, not raised: the flow fails with its one-line
+    message; a failed chart upload is a warning (the message is posted)."""
     text, blocks = impact.render_slack_text(result), impact.render_slack_blocks(result, ui_url)
     try:
         delivery, channel_id = publish.deliver(token, channel, text, blocks)
     except DeliveryError as exc:
+        if exc.reason in SLACK_TRANSIENT and LOST_POST not in str(exc):
+            raise
         return Delivery(channel, "failed"), exc
     if chart is not None and delivery.ts:
         try:
@@ -98,13 +107,8 @@ def run_impact(
         logger.warning("no Slack credentials (SLACK_BOT_TOKEN or Secret block 'slack-bot-token'): dry run")
 
     needed = impact.impact_config(cfg, step, selection)
-    sources = extract.open_sources({name: url for name, url in inputs.urls.items()
-                                    if name in _sources_used(needed)})
-    try:
-        check_schema_task(needed, sources)
-        entities, aggregates = extract_task(needed, sources, as_of_end(as_of), {})
-    finally:
-        sources.dispose()
+    urls = {name: url for name, url in inputs.urls.items() if name in _sources_used(needed)}
+    entities, aggregates = read_sources(needed, urls, as_of_end(as_of), {}, inputs.extract_timeout)
     milestones, _stats = assemble(needed, entities, aggregates)
     rows = cohorts_task(needed, entities, milestones, step, as_of)
     result = impact.analyze(needed, step, selection, rows, segment)  # pure; its UsageError fails the run
@@ -121,7 +125,10 @@ def run_impact(
     target = channel or cfg.report.channel
     delivery = Delivery(target, "dry_run")
     if token is not None:
-        delivery, error = publish_impact_task(token, result, target, flow_run.ui_url, chart)
+        try:
+            delivery, error = publish_impact_task(token, result, target, flow_run.ui_url, chart)
+        except DeliveryError as exc:  # transient, and still failing after the task's retries
+            delivery, error = Delivery(target, "failed"), exc
         if error is not None:  # the result goes with the error: the CLI still prints and writes it
             raise DeliveryError(error.problems, replace(result, delivery=delivery), error.reason)
     result = replace(result, delivery=delivery)

@@ -277,3 +277,32 @@ def test_the_documented_example_prints_what_the_docs_show(tmp_path: Path, monkey
     readme = _squeeze((ROOT / "README.md").read_text(encoding="utf-8"))
     numbers = f"{fmt_pp(result['absolute_lift'])}, {result['relative_lift'] * 100:+.0f}% relative"
     assert re.search(re.escape(numbers) + r" on the default demo with data through 2026-11-30", readme), numbers
+
+
+def test_a_transient_slack_failure_is_retried_by_the_task(sources, monkeypatch, slack) -> None:
+    """Slack answers 500 to the client's four attempts (1 + 3 retries): the task's first try
+    fails on a transient reason, its retry (2 s later) posts. One message."""
+    from flows.impact import publish_impact_task
+    from tests.support.slack_standin import VALID_TOKEN
+
+    assert publish_impact_task.retries == 2 and publish_impact_task.retry_delay_seconds == [2, 10]
+    monkeypatch.setenv("SLACK_BOT_TOKEN", VALID_TOKEN)
+    monkeypatch.setenv("SLACK_API_URL", slack.url)
+    slack.fail_next(500, times=4, method="chat.postMessage")
+    result = growth_impact(framework_path=str(DEMO_FRAMEWORK), step=STEP, change_date=CHANGE, as_of=END,
+                           dry_run=False)
+    assert result.delivery.status == "posted" and result.delivery.ts
+    assert len(slack.calls_to("chat.postMessage")) == 5
+    assert len(slack.channel_messages("C0GROWTH")) == 1
+
+
+def test_a_slow_source_times_out_with_exit_4(sources, monkeypatch, tmp_path: Path) -> None:
+    from flows.cli import main
+
+    monkeypatch.setenv("GROWTH_EXTRACT_TIMEOUT_SECONDS", "2")
+    monkeypatch.setenv("GROWTH_FAULT", "extract")
+    monkeypatch.setenv("GROWTH_FAULT_SLEEP", "120")
+    monkeypatch.setenv("GROWTH_FAULT_UNTIL", str(tmp_path / "never"))
+    code = main(["impact", "--framework", str(DEMO_FRAMEWORK), "--step", STEP, "--change-date", CHANGE.isoformat(),
+                 "--as-of", END.isoformat(), "--dry-run"])
+    assert code == 4
