@@ -217,17 +217,22 @@ def _yaml_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _fresh_db_url(request: pytest.FixtureRequest, sqlite_path: Path) -> str:
+    """The URL of a fresh database of ``request.param``: a SQLite file, a PostgreSQL schema of its
+    own or a MariaDB database of its own (both dropped by their fixtures)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{sqlite_path}"
+    if request.param == "postgresql":
+        base, schema = request.getfixturevalue("pg_schema")
+        return with_search_path(base, schema)
+    base, database = request.getfixturevalue("mariadb_database")
+    return base.rsplit("/", 1)[0] + f"/{database}"
+
+
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def hostile_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database with one table ``x`` (id, created_at, state): its URL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'x.db'}"
-    elif request.param == "postgresql":
-        base, schema = request.getfixturevalue("pg_schema")
-        url = with_search_path(base, schema)
-    else:
-        base, database = request.getfixturevalue("mariadb_database")
-        url = base.rsplit("/", 1)[0] + f"/{database}"
+    url = _fresh_db_url(request, tmp_path / "x.db")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE x (id INTEGER, created_at TIMESTAMP NULL, state VARCHAR(200))")
@@ -358,14 +363,7 @@ def _named_tables(metadata: sa.MetaData) -> None:
 def named_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database (its own file, PostgreSQL schema or MariaDB database, fresh per test) whose
     tables and columns have the hostile NAMED names, beside a victim table ``x``: its URL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'named.db'}"
-    elif request.param == "postgresql":
-        base, schema = request.getfixturevalue("pg_schema")
-        url = with_search_path(base, schema)
-    else:
-        base, database = request.getfixturevalue("mariadb_database")
-        url = base.rsplit("/", 1)[0] + f"/{database}"
+    url = _fresh_db_url(request, tmp_path / "named.db")
     metadata = sa.MetaData()
     _named_tables(metadata)
     t = metadata.tables
