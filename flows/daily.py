@@ -184,11 +184,8 @@ SLACK_TRANSIENT = frozenset({
 })
 """DeliveryError reasons worth another attempt of the whole delivery: Slack unreachable, rate
 limits and Slack's own server errors (after the client's bounded retries). Never a refusal:
-invalid_auth, channel_not_found, not_in_channel, missing_scope, invalid_blocks, ..."""
-
-
-LOST_POST = "may have been posted"
-"""How tasks.publish.deliver words a post whose answer was lost and could not be confirmed."""
+invalid_auth, channel_not_found, not_in_channel, missing_scope, invalid_blocks, ..., nor
+answer_lost (a post whose answer was lost and could not be confirmed: it may be out)."""
 
 
 def _slack_transient(task_, task_run, state) -> bool:
@@ -199,8 +196,7 @@ def _slack_transient(task_, task_run, state) -> bool:
     try:
         state.result()
     except DeliveryError as exc:
-        return (exc.reason in SLACK_TRANSIENT and not getattr(exc, "delivered", False)
-                and LOST_POST not in str(exc))
+        return exc.reason in SLACK_TRANSIENT and not getattr(exc, "delivered", False)
     except StoreError:
         return True
     except Exception:  # noqa: BLE001

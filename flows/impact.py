@@ -25,7 +25,6 @@ from pydantic import Field
 
 from flows.daily import (
     DEFAULT_FRAMEWORK,
-    LOST_POST,
     SLACK_TRANSIENT,
     IsoDate,
     _slack_transient,
@@ -66,7 +65,7 @@ def publish_impact_task(token: str, result: impact.ImpactResult, channel: str, u
     try:
         delivery, channel_id = publish.deliver(token, channel, text, blocks)
     except DeliveryError as exc:
-        if exc.reason in SLACK_TRANSIENT and LOST_POST not in str(exc):
+        if exc.reason in SLACK_TRANSIENT:
             raise
         return Delivery(channel, "failed"), exc
     if chart is not None and delivery.ts:

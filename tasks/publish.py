@@ -231,7 +231,7 @@ def deliver(
                 raise DeliveryError(
                     f"Slack could not be reached for {channel}: {what} "
                     "(the digest may have been posted; the next run or `growth deliver` finds it)",
-                    reason="connection_error",
+                    reason="answer_lost",  # not retried blindly: flows.daily.SLACK_TRANSIENT leaves it out
                 ) from None
             found = _recover(client, channel, marker)
             if found is not None:

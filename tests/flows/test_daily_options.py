@@ -118,7 +118,7 @@ def test_a_lost_post_that_could_not_be_confirmed_is_not_retried(sources, slack, 
     slack.refuse_next("missing_scope", times=10, method="conversations.history", needed="channels:history")
     with pytest.raises(DeliveryError) as err:
         _posting(slack, monkeypatch, VALID_TOKEN)
-    assert err.value.reason == "connection_error" and "may have been posted" in str(err.value)
+    assert err.value.reason == "answer_lost" and "may have been posted" in str(err.value)
     assert len(slack.calls_to("chat.postMessage")) == POST_ATTEMPTS  # deliver's own attempts, one task try
 
 
