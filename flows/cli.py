@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -173,6 +176,27 @@ def _apply_source_overrides(cfg: FrameworkConfig, pairs: list[str]) -> None:
 SOURCE_RETRY_DELAYS = (2, 10)
 
 
+@contextmanager
+def _time_limit(seconds: float):
+    """Raise TimeoutError in the block after ``seconds`` (SIGALRM: the main thread only, where
+    the CLI runs; elsewhere no limit). The drivers wait for the server in Python, so a hung
+    connection or a blocked catalogue query is interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum, frame):
+        raise TimeoutError(f"timed out after {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _preflight(cfg: FrameworkConfig, sleep=None) -> None:
     """Check sources and identifiers before paying Prefect's start-up: a bad name is exit 2 at
     once; a source that refuses connections (a transient failure) is tried again after each of
@@ -184,12 +208,16 @@ def _preflight(cfg: FrameworkConfig, sleep=None) -> None:
 
     sleep = sleep or time.sleep
     urls = secrets.resolve_source_urls(cfg)
+    limit = extract.extract_timeout()
     attempts = len(SOURCE_RETRY_DELAYS) + 1
     for attempt in range(attempts):
         sources = extract.open_sources(urls)
         try:
-            extract.check_schema(cfg, sources)
+            with _time_limit(min(extract.CHECK_SCHEMA_TIMEOUT, limit)):
+                extract.check_schema(cfg, sources)
             return
+        except TimeoutError:  # a hung connection or a locked catalogue: not retried
+            raise extract.too_slow(limit) from None
         except SourceError as exc:
             if not exc.transient:
                 raise
@@ -419,6 +447,7 @@ def cmd_impact(args: argparse.Namespace) -> int:
     from framework import impact
     from framework.errors import DeliveryError
 
+    _writable(args.json, "--json")
     cfg = load_config(args.framework)
     _apply_source_overrides(cfg, args.source or [])
     today = _today()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.task_engine import TaskRunTimeoutError
 from pydantic import Field
 
 from framework.config import FrameworkConfig, FunnelConfig, load_config
@@ -26,7 +26,7 @@ from framework.digest import (
     render_text,
 )
 from framework.engine import as_of_end, compute
-from framework.errors import DeliveryError, QualityGateError, SourceError, UsageError
+from framework.errors import DeliveryError, QualityGateError, SourceError
 from framework.milestones import assemble, merge_milestones, step_definition
 from framework.report import DataQuality, Delivery, FunnelResult, Report
 from framework.trend import RUNS_AGO_NEEDED, attach_trends
@@ -81,24 +81,12 @@ def open_store_task(url: str) -> MetricStore:
     return MetricStore.open(url)
 
 
-EXTRACT_TIMEOUT_ENV = "GROWTH_EXTRACT_TIMEOUT_SECONDS"
-DEFAULT_EXTRACT_TIMEOUT = 3600.0
-CHECK_SCHEMA_TIMEOUT = 300.0
-"""Seconds: a schema check reads the catalogue only (never more than the extraction's own)."""
-
-
-def extract_timeout() -> float:
-    """The extraction's timeout in seconds: $GROWTH_EXTRACT_TIMEOUT_SECONDS, default an hour."""
-    raw = os.environ.get(EXTRACT_TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_EXTRACT_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise UsageError(f"{EXTRACT_TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
-    return value
+# The timeouts' settings live in tasks/extract.py (the CLI's pre-flight check uses them
+# without importing Prefect).
+EXTRACT_TIMEOUT_ENV = extract.EXTRACT_TIMEOUT_ENV
+DEFAULT_EXTRACT_TIMEOUT = extract.DEFAULT_EXTRACT_TIMEOUT
+CHECK_SCHEMA_TIMEOUT = extract.CHECK_SCHEMA_TIMEOUT
+extract_timeout = extract.extract_timeout
 
 
 # Timeouts: Prefect interrupts a sync task run in the main thread (every flow run here) with
@@ -221,8 +209,12 @@ def publish_task(
     try:
         return publish.deliver_once(store, token, report, ui_url, chart)
     except DeliveryError as exc:
-        sent = store.get_delivery(report.framework, date.fromisoformat(report.result.as_of), report.delivery.channel)
-        exc.delivered = sent is not None and bool(sent.ts) and sent.status in {"posted", "updated"}
+        try:
+            sent = store.get_delivery(report.framework, date.fromisoformat(report.result.as_of), report.delivery.channel)
+        except StoreError:  # cannot tell: take the message as out (not retried), Slack's reason stands
+            exc.delivered = True
+        else:
+            exc.delivered = sent is not None and bool(sent.ts) and sent.status in {"posted", "updated"}
         raise
 
 
@@ -309,12 +301,8 @@ def read_sources(
     try:
         _with_timeout(check_schema_task, min(CHECK_SCHEMA_TIMEOUT, limit))(cfg, sources)
         return _with_timeout(extract_task, limit)(cfg, sources, end, since)
-    except TimeoutError:  # prefect's TaskRunTimeoutError: a source too slow, exit 4 with the limit
-        raise SourceError(
-            f"reading the sources took longer than {limit:g} s ({EXTRACT_TIMEOUT_ENV}; check-schema at most "
-            f"{min(CHECK_SCHEMA_TIMEOUT, limit):g} s): a slow or locked source; raise the limit or look at the "
-            "source's load"
-        ) from None
+    except TaskRunTimeoutError:  # a source too slow: exit 4 with the limit
+        raise extract.too_slow(limit) from None
     finally:
         sources.dispose()
 

@@ -25,7 +25,6 @@ from pydantic import Field
 
 from flows.daily import (
     DEFAULT_FRAMEWORK,
-    SLACK_TRANSIENT,
     IsoDate,
     _slack_transient,
     prepare,
@@ -50,22 +49,29 @@ def cohorts_task(cfg, entities, milestones, step: str, as_of: date) -> list[Coho
     return impact.cohort_rows(entities, milestones, cfg, step, as_of)
 
 
+BLIND_RETRY_SAFE = frozenset({"connection_error", "ratelimited"})
+"""The reasons after which the impact post (sent without a marker, so never searched for) can
+be sent again: no connection was made, or Slack rate-limited it. Not Slack's server errors
+(internal_error, fatal_error: the post may have partly happened), unlike the daily digest,
+whose retry searches the channel for its marker first."""
+
+
 @task(
     name="publish-slack-impact", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_slack_transient,
     cache_policy=NO_CACHE,
 )
 def publish_impact_task(token: str, result: impact.ImpactResult, channel: str, ui_url: str | None,
                         chart: Path | None) -> tuple[Delivery, DeliveryError | None]:
-    """Post the result (chat.postMessage) and its chart into the message's thread. A transient
-    failure (Slack unreachable, rate limits, its server errors: flows.daily.SLACK_TRANSIENT) is
-    raised, so the task is tried again; never a post whose answer was lost (it may be out).
+    """Post the result (chat.postMessage) and its chart into the message's thread. A failure
+    where Slack cannot have posted (BLIND_RETRY_SAFE) is raised, so the task is tried again;
+    never a server error or a post whose answer was lost (it may be out).
     Slack's refusal of the message is returned, not raised: the flow fails with its one-line
     message; a failed chart upload is a warning (the message is posted)."""
     text, blocks = impact.render_slack_text(result), impact.render_slack_blocks(result, ui_url)
     try:
         delivery, channel_id = publish.deliver(token, channel, text, blocks)
     except DeliveryError as exc:
-        if exc.reason in SLACK_TRANSIENT:
+        if exc.reason in BLIND_RETRY_SAFE:
             raise
         return Delivery(channel, "failed"), exc
     if chart is not None and delivery.ts:

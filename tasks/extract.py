@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import io
 import logging
+import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,7 +46,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from framework.config import FrameworkConfig, StepConfig
-from framework.errors import SchemaError, SourceError
+from framework.errors import SchemaError, SourceError, UsageError
 from framework.milestones import AGGREGATE_COLUMNS, to_utc
 from tasks.faults import fault_point
 from tasks.secrets import redact
@@ -406,6 +408,37 @@ def extract_entities(cfg: FrameworkConfig, sources: Sources, end: datetime) -> p
     sources.rows_read[f"entity:{e.table}"] = len(frame)
     log.info("read %d %s records from %s.%s", len(frame), e.name, e.source, e.table)
     return frame
+
+
+# ---- time limits ---------------------------------------------------------------------------
+
+EXTRACT_TIMEOUT_ENV = "GROWTH_EXTRACT_TIMEOUT_SECONDS"
+DEFAULT_EXTRACT_TIMEOUT = 3600.0
+CHECK_SCHEMA_TIMEOUT = 300.0
+"""Seconds: a schema check reads the catalogue only (never more than the extraction's own)."""
+
+
+def extract_timeout() -> float:
+    """The extraction's timeout in seconds: $GROWTH_EXTRACT_TIMEOUT_SECONDS, default an hour."""
+    raw = os.environ.get(EXTRACT_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_EXTRACT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"{EXTRACT_TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def too_slow(limit: float) -> SourceError:
+    """The error of a source read that outlasted ``limit`` seconds (exit 4)."""
+    return SourceError(
+        f"reading the sources took longer than {limit:g} s ({EXTRACT_TIMEOUT_ENV}; check-schema at most "
+        f"{min(CHECK_SCHEMA_TIMEOUT, limit):g} s): a slow or locked source; raise the limit or look at the "
+        "source's load"
+    )
 
 
 # ---- steps: one grouped query per table -------------------------------------------------

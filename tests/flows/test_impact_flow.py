@@ -279,21 +279,36 @@ def test_the_documented_example_prints_what_the_docs_show(tmp_path: Path, monkey
     assert re.search(re.escape(numbers) + r" on the default demo with data through 2026-11-30", readme), numbers
 
 
-def test_a_transient_slack_failure_is_retried_by_the_task(sources, monkeypatch, slack) -> None:
-    """Slack answers 500 to the client's four attempts (1 + 3 retries): the task's first try
-    fails on a transient reason, its retry (2 s later) posts. One message."""
+def test_a_rate_limited_post_is_retried_by_the_task(sources, monkeypatch, slack) -> None:
+    """Slack answers 429 to the client's four attempts (1 + 3 retries): the task's first try
+    fails on a reason where Slack cannot have posted, its retry (2 s later) posts. One message."""
     from flows.impact import publish_impact_task
     from tests.support.slack_standin import VALID_TOKEN
 
     assert publish_impact_task.retries == 2 and publish_impact_task.retry_delay_seconds == [2, 10]
     monkeypatch.setenv("SLACK_BOT_TOKEN", VALID_TOKEN)
     monkeypatch.setenv("SLACK_API_URL", slack.url)
-    slack.fail_next(500, times=4, method="chat.postMessage")
+    slack.fail_next(429, {"Retry-After": "0"}, times=4, method="chat.postMessage")
     result = growth_impact(framework_path=str(DEMO_FRAMEWORK), step=STEP, change_date=CHANGE, as_of=END,
                            dry_run=False)
     assert result.delivery.status == "posted" and result.delivery.ts
     assert len(slack.calls_to("chat.postMessage")) == 5
     assert len(slack.channel_messages("C0GROWTH")) == 1
+
+
+def test_a_server_error_is_not_posted_blind_again(sources, monkeypatch, slack) -> None:
+    """A 500 on every attempt: Slack may have acted, and the impact post carries no marker to
+    search for, so the task does not try again: exit 5 after the client's own 4 attempts."""
+    from framework.errors import DeliveryError
+    from tests.support.slack_standin import VALID_TOKEN
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", VALID_TOKEN)
+    monkeypatch.setenv("SLACK_API_URL", slack.url)
+    slack.fail_next(500, times=4, method="chat.postMessage")
+    with pytest.raises(DeliveryError) as err:
+        growth_impact(framework_path=str(DEMO_FRAMEWORK), step=STEP, change_date=CHANGE, as_of=END, dry_run=False)
+    assert err.value.exit_code == 5
+    assert len(slack.calls_to("chat.postMessage")) == 4
 
 
 def test_a_slow_source_times_out_with_exit_4(sources, monkeypatch, tmp_path: Path) -> None:

@@ -181,3 +181,37 @@ def test_several_sources_may_follow_one_flag(tmp_path: Path, capsys: pytest.Capt
     for argv in (["--source", f"app={url}", f"events={url}"], ["--source", f"app={url}", "--source", f"events={url}"]):
         assert main(["run", "--framework", str(DEMO_FRAMEWORK), "--dry-run", *argv]) == 2
         assert "source 'app' has no table 'workspaces'" in capsys.readouterr().err
+
+
+def test_a_source_that_never_answers_is_cut_off_by_the_time_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PostgreSQL URL whose "server" accepts the connection and never says a word (a socket
+    that listens and never reads): the pre-flight check is interrupted after the limit
+    (GROWTH_EXTRACT_TIMEOUT_SECONDS, here 1 s) and is exit 4 naming it, not retried."""
+    import socket
+    import sqlite3
+    import time
+
+    from flows.cli import _preflight
+    from framework.config import load_config
+    from framework.errors import SourceError
+
+    monkeypatch.setenv("GROWTH_EXTRACT_TIMEOUT_SECONDS", "1")
+    sqlite3.connect(tmp_path / "events.db").close()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        cfg = load_config(_write(tmp_path, GOOD), env={
+            "GROWTH_DEMO_APP_URL": f"postgresql+psycopg://growth:hunter2@127.0.0.1:{port}/x",
+            "GROWTH_DEMO_EVENTS_URL": f"sqlite:///{tmp_path / 'events.db'}",
+        })
+        pauses: list[float] = []
+        started = time.monotonic()
+        with pytest.raises(SourceError) as err:
+            _preflight(cfg, sleep=pauses.append)
+        took = time.monotonic() - started
+    assert pauses == [] and 0.9 < took < 10
+    assert err.value.exit_code == 4 and str(err.value).startswith("reading the sources took longer than 1 s")
+    assert "hunter2" not in str(err.value)
