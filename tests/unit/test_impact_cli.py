@@ -112,3 +112,10 @@ def test_a_chart_that_fails_is_a_warning_and_the_exit_status_stays(monkeypatch, 
         f"warning: the impact chart could not be drawn to {tmp_path / 'impact.chart.png'}: no fonts today",
     ]
     assert not (tmp_path / "impact.chart.png").exists()
+
+
+def test_an_unwritable_json_path_exits_2_before_the_analysis(today, capsys, tmp_path) -> None:
+    # a directory where the JSON file should go: refused in a second, not after the whole run
+    assert main(_impact("--json", str(tmp_path))) == 2
+    err = capsys.readouterr().err
+    assert err.strip().startswith("--json") and "Traceback" not in err, err
