@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from framework.config import FrameworkConfig, load_config
-from framework.errors import GrowthError, UsageError
+from framework.errors import RETRY_DELAYS, GrowthError, UsageError
 
 DEMO_FRAMEWORK = Path(__file__).resolve().parent.parent / "framework" / "demo" / "growth.yaml"
 
@@ -172,8 +172,8 @@ def _apply_source_overrides(cfg: FrameworkConfig, pairs: list[str]) -> None:
 
 
 # A source that refuses connections is tried again after these pauses (seconds), as the
-# flow's check-schema task is (flows/daily.py, retry_delay_seconds), then the run exits 4.
-SOURCE_RETRY_DELAYS = (2, 10)
+# flow's check-schema task is, then the run exits 4.
+SOURCE_RETRY_DELAYS = RETRY_DELAYS
 
 
 @contextmanager

@@ -26,11 +26,16 @@ from framework.digest import (
     render_text,
 )
 from framework.engine import as_of_end, compute
-from framework.errors import DeliveryError, QualityGateError, SourceError
+from framework.errors import RETRY_DELAYS, DeliveryError, QualityGateError, SourceError
 from framework.milestones import assemble, merge_milestones, step_definition
 from framework.report import DataQuality, Delivery, FunnelResult, Report
 from framework.trend import RUNS_AGO_NEEDED, attach_trends
 from tasks import events, extract, publish, secrets
+from tasks.extract import (  # the time limits; the CLI's pre-flight check reads them too (no Prefect there)
+    CHECK_SCHEMA_TIMEOUT,
+    DEFAULT_EXTRACT_TIMEOUT,
+    extract_timeout,
+)
 from tasks.faults import fault_point
 from tasks.store import ConcurrentRunError, MetricStore, RunHandle, StoreError
 
@@ -69,8 +74,8 @@ def _transient(task_, task_run, state) -> bool:
 
 
 _io = dict(
-    retries=2,
-    retry_delay_seconds=[2, 10],
+    retries=len(RETRY_DELAYS),
+    retry_delay_seconds=list(RETRY_DELAYS),
     retry_condition_fn=_transient,
     cache_policy=NO_CACHE,
 )
@@ -79,14 +84,6 @@ _io = dict(
 @task(name="open-store", **_io)
 def open_store_task(url: str) -> MetricStore:
     return MetricStore.open(url)
-
-
-# The timeouts' settings live in tasks/extract.py (the CLI's pre-flight check uses them
-# without importing Prefect).
-EXTRACT_TIMEOUT_ENV = extract.EXTRACT_TIMEOUT_ENV
-DEFAULT_EXTRACT_TIMEOUT = extract.DEFAULT_EXTRACT_TIMEOUT
-CHECK_SCHEMA_TIMEOUT = extract.CHECK_SCHEMA_TIMEOUT
-extract_timeout = extract.extract_timeout
 
 
 # Timeouts: Prefect interrupts a sync task run in the main thread (every flow run here) with
@@ -193,7 +190,8 @@ def _slack_transient(task_, task_run, state) -> bool:
 
 
 @task(
-    name="publish-slack", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_slack_transient,
+    name="publish-slack", retries=len(RETRY_DELAYS), retry_delay_seconds=list(RETRY_DELAYS),
+    retry_condition_fn=_slack_transient,
     cache_policy=NO_CACHE,
 )
 def publish_task(

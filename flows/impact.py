@@ -33,7 +33,7 @@ from flows.daily import (
 )
 from framework import impact
 from framework.engine import as_of_end
-from framework.errors import DeliveryError, GrowthError
+from framework.errors import RETRY_DELAYS, DeliveryError, GrowthError
 from framework.milestones import assemble
 from framework.report import CohortRow, Delivery
 from tasks import publish, secrets
@@ -57,7 +57,8 @@ whose retry searches the channel for its marker first."""
 
 
 @task(
-    name="publish-slack-impact", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_slack_transient,
+    name="publish-slack-impact", retries=len(RETRY_DELAYS), retry_delay_seconds=list(RETRY_DELAYS),
+    retry_condition_fn=_slack_transient,
     cache_policy=NO_CACHE,
 )
 def publish_impact_task(token: str, result: impact.ImpactResult, channel: str, ui_url: str | None,

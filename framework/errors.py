@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+RETRY_DELAYS = (2, 10)
+"""Seconds to wait before each new attempt of I/O that failed transiently (a source or the
+store refusing connections, Slack unreachable or rate-limited): the retrying Prefect tasks
+and the CLI's pre-flight check all use these, so a failure costs the same everywhere."""
+
 
 class GrowthError(Exception):
     """Base class: a clear message, no traceback for the user."""

@@ -153,8 +153,8 @@ def test_extraction_that_outlasts_its_timeout_fails_the_run(sources, monkeypatch
 
 @pytest.mark.parametrize("value", ["0", "-5", "soon", "inf", "nan"])
 def test_a_bad_extract_timeout_is_a_usage_error(monkeypatch, value: str) -> None:
-    from flows.daily import EXTRACT_TIMEOUT_ENV, extract_timeout
     from framework.errors import UsageError
+    from tasks.extract import EXTRACT_TIMEOUT_ENV, extract_timeout
 
     monkeypatch.setenv(EXTRACT_TIMEOUT_ENV, value)
     with pytest.raises(UsageError, match=EXTRACT_TIMEOUT_ENV):
