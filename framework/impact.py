@@ -468,29 +468,13 @@ class ImpactResult:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["delivery"] = asdict(self.delivery) if self.delivery else None
-        return _round_json(out)
+        return _round(out, P_VALUE_KEYS)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
 
-P_VALUE_KEYS = frozenset({"p_value", "p_value_adjusted"})
-P_VALUE_DIGITS = 6  # significant figures: a p-value of 3e-12 must not read as 0
-
-
-def _round_json(value: Any) -> Any:
-    """The report's rounding (rates to 6 decimals), except p-values: 6 significant figures."""
-    if isinstance(value, dict):
-        return {k: _sig(v) if k in P_VALUE_KEYS else _round_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_round_json(v) for v in value]
-    return _round(value)
-
-
-def _sig(value: Any) -> Any:
-    if isinstance(value, float) and math.isfinite(value):
-        return float(f"{value:.{P_VALUE_DIGITS}g}")
-    return _round(value)
+P_VALUE_KEYS = frozenset({"p_value", "p_value_adjusted"})  # to 6 significant figures, not 6 decimals
 
 
 def _counts_by(rows: Iterable[CohortRow], step: str, segment: str | None) -> dict[tuple[str | None, str], CohortRow]:

@@ -17,15 +17,22 @@ DeliveryStatus = Literal["posted", "updated", "dry_run", "skipped", "failed"]
 DECIMALS = 6
 
 
-def _round(value: Any) -> Any:
+def _round(value: Any, significant: frozenset[str] = frozenset()) -> Any:
+    """Floats to DECIMALS decimals (NaN and infinities to None), through dicts and lists; the
+    values of keys in ``significant`` to DECIMALS significant figures instead (a p-value of
+    3e-12 must not read as 0)."""
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return None
         return round(value, DECIMALS)
     if isinstance(value, dict):
-        return {k: _round(v) for k, v in value.items()}
+        return {
+            k: float(f"{v:.{DECIMALS}g}") if k in significant and isinstance(v, float) and math.isfinite(v)
+            else _round(v, significant)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
-        return [_round(v) for v in value]
+        return [_round(v, significant) for v in value]
     return value
 
 
