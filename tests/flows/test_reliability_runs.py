@@ -67,29 +67,62 @@ def _growth(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def _wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 120) -> list[str]:
-    """Read the child's output until a line contains ``needle``; fail with its output if it never does."""
-    lines: queue.Queue = queue.Queue()
+class _Output:
+    """A child's merged stdout/stderr, read line by line on a thread, so the test can wait for a line
+    and later read the rest. One reader only: ``communicate()`` after this would race the thread
+    for the pipe and see whatever the thread had not yet taken (CI once saw an empty rest)."""
 
-    def pump() -> None:
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.seen, self._lines = proc, [], queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
 
-    threading.Thread(target=pump, daemon=True).start()
-    seen, deadline = [], time.monotonic() + timeout
-    while True:
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _next(self, deadline: float) -> str | None:
+        """The next line; None at the end of the output; TimeoutError once ``deadline`` passes."""
         try:
-            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            return self._lines.get(timeout=max(deadline - time.monotonic(), 0.01))
         except queue.Empty:
-            line = None
-        if line is None:
-            proc.kill()
-            proc.wait(30)
-            pytest.fail(f"never saw {needle!r}; output:\n{''.join(seen)}")
-        seen.append(line)
-        if needle in line:
-            return seen
+            raise TimeoutError from None
+
+    def wait_for(self, needle: str, timeout: float = 120) -> None:
+        """Read until a line contains ``needle``; kill the child and fail with its output if none does."""
+        deadline = time.monotonic() + timeout
+        try:
+            while (line := self._next(deadline)) is not None:
+                self.seen.append(line)
+                if needle in line:
+                    return
+        except TimeoutError:
+            pass
+        self.proc.kill()
+        self.proc.wait(30)
+        pytest.fail(f"never saw {needle!r}; output:\n{self.text}")
+
+    def rest(self, timeout: float) -> str:
+        """Read to the end of the output and wait for the child to exit; everything it printed."""
+        deadline = time.monotonic() + timeout
+        try:
+            while (line := self._next(deadline)) is not None:
+                self.seen.append(line)
+        except TimeoutError:
+            pytest.fail(f"the child did not finish within {timeout} s; output:\n{self.text}")
+        self.proc.wait(max(deadline - time.monotonic(), 1))
+        return self.text
+
+    @property
+    def text(self) -> str:
+        return "".join(self.seen)
+
+
+def _wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 120) -> _Output:
+    """Start reading the child's output and return once a line contains ``needle``."""
+    output = _Output(proc)
+    output.wait_for(needle, timeout)
+    return output
 
 
 def _counts(store: str) -> dict[str, int]:
@@ -158,16 +191,15 @@ def test_two_runs_of_one_date_one_commits_the_other_ends_cleanly(demo_urls, slac
     slow = _growth(_run_args(demo_urls, store), _child_env(
         slack, GROWTH_FAULT="extract", GROWTH_FAULT_SLEEP="300", GROWTH_FAULT_UNTIL=str(go)))
     try:
-        seen = _wait_for_line(slow, "fault point extract")  # it began its run: base version 0
+        reader = _wait_for_line(slow, "fault point extract")  # it began its run: base version 0
         monkeypatch.setenv("SLACK_BOT_TOKEN", VALID_TOKEN)
         monkeypatch.setenv("SLACK_API_URL", slack.url)
         assert main(_run_args(demo_urls, store)) == 0  # the other run commits first ...
         go.touch()  # ... and only then does the held run go on
-        out, _ = slow.communicate(timeout=180)
+        output = reader.rest(timeout=180)
     finally:
         if slow.poll() is None:
             slow.kill()
-    output = "".join(seen) + out
     assert slow.returncode == 0, output
     assert f"another run for {FW} {END} committed first; its results stand" in output
     assert "Traceback" not in output
