@@ -423,14 +423,15 @@ def cmd_deliver(args: argparse.Namespace) -> int:
             )
         report = report_from_dict(stored)
         report = replace(report, delivery=replace(report.delivery, channel=channel, status="dry_run", ts=None))
-        chart = None
-        if report.data_quality.status != "failed":
-            import tempfile
+        import tempfile
 
-            from tasks.chart import render_funnel_chart
+        with tempfile.TemporaryDirectory(prefix="growth-") as scratch:  # the chart lives as long as the post
+            chart = None
+            if report.data_quality.status != "failed":
+                from tasks.chart import render_funnel_chart
 
-            chart = render_funnel_chart(report, Path(tempfile.mkdtemp(prefix="growth-")) / "funnel.png")
-        delivery = publish.deliver_once(store, token, report, None, chart)
+                chart = render_funnel_chart(report, Path(scratch) / "funnel.png")
+            delivery = publish.deliver_once(store, token, report, None, chart)
     finally:
         store.close()
     if report.data_quality.status == "failed":

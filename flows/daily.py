@@ -6,6 +6,9 @@ import base64
 import hashlib
 import json
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -344,9 +347,11 @@ def _flow_run_name() -> str:
     return f"growth-digest-{as_of}"
 
 
-def artifacts(report: Report, text: str, chart: Path | None = None) -> None:
+def artifacts(report: Report, text: str, chart: Path | None = None, chart_kept: bool = False) -> None:
+    """The run's artifacts; ``chart_kept``: the chart file outlives the run (it sits next to the
+    report), so the digest artifact names its path."""
     key = "growth-" + "".join(c if c.isalnum() else "-" for c in report.framework.lower()).strip("-")
-    chart_line = f"\n\nFunnel chart: `{chart}`" if chart else ""
+    chart_line = f"\n\nFunnel chart: `{chart}`" if chart and chart_kept else ""
     create_markdown_artifact(
         markdown=markdown_code_block(text) + chart_line, key=f"{key}-digest", description="The digest"
     )
@@ -405,51 +410,51 @@ def growth_digest(
     token = None if dry_run else secrets.resolve_slack_token()
     if not dry_run and token is None:
         logger.warning("no Slack credentials (SLACK_BOT_TOKEN or Secret block 'slack-bot-token'): dry run")
-    store = open_store_task(secrets.resolve_store_url())
-    run = store.begin_run(inputs.cfg.name, inputs.framework_hash, as_of, _flow_run_id())
-    try:
-        day = compute_day(inputs, store, as_of, full_refresh)
-        report = day.report
-        chart = _chart_path(report_json)
-        if report.data_quality.status == "failed":
-            store_task(store, run, day, failed_quality=True)  # stored, kept out of trends
-            store.finish_run(run, "failed_quality", report.data_quality.status, "skipped")
-            if token is not None:  # a short alert to the channel instead of the digest
-                try:
-                    publish_task(store, token, report, flow_run.ui_url)
-                except DeliveryError as exc:
-                    logger.error("the data-quality alert could not be delivered: %s", exc)
-            _finish(report, report_json, chart)
-            raise gate_error(report)
-        store_task(store, run, day)  # metrics are stored before anything is published
-        chart = _render_chart(report, chart)
-        if token is not None:
-            try:
-                report = replace(report, delivery=publish_task(store, token, report, flow_run.ui_url, chart))
-            except DeliveryError as exc:
-                report = replace(report, delivery=replace(report.delivery, status="failed"))
-                store.finish_run(run, "failed", report.data_quality.status, "failed", str(exc))
+    with _chart_file(report_json) as chart:  # a temporary chart is removed once it is an artifact
+        store = open_store_task(secrets.resolve_store_url())
+        run = store.begin_run(inputs.cfg.name, inputs.framework_hash, as_of, _flow_run_id())
+        try:
+            day = compute_day(inputs, store, as_of, full_refresh)
+            report = day.report
+            if report.data_quality.status == "failed":
+                store_task(store, run, day, failed_quality=True)  # stored, kept out of trends
+                store.finish_run(run, "failed_quality", report.data_quality.status, "skipped")
+                if token is not None:  # a short alert to the channel instead of the digest
+                    try:
+                        publish_task(store, token, report, flow_run.ui_url)
+                    except DeliveryError as exc:
+                        logger.error("the data-quality alert could not be delivered: %s", exc)
                 _finish(report, report_json, chart)
-                raise DeliveryError(exc.problems, report, exc.reason) from None
-        store.finish_run(run, "succeeded", report.data_quality.status, report.delivery.status)
-    except (QualityGateError, DeliveryError):
-        raise
-    except ConcurrentRunError:
-        store.finish_run(run, "superseded")
-        raise
-    except Exception as exc:
-        store.finish_run(run, "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        store.close()
-    _finish(report, report_json, chart)
-    logger.info(
-        "as_of %s: lowest converting %s; quality %s; delivery %s",
-        as_of, ", ".join(report.result.lowest_converting) or "(none)", report.data_quality.status,
-        report.delivery.status,
-    )
-    events.digest_completed(report, flow_run.ui_url, flow_run.id)
-    return report
+                raise gate_error(report)
+            store_task(store, run, day)  # metrics are stored before anything is published
+            chart = _render_chart(report, chart)
+            if token is not None:
+                try:
+                    report = replace(report, delivery=publish_task(store, token, report, flow_run.ui_url, chart))
+                except DeliveryError as exc:
+                    report = replace(report, delivery=replace(report.delivery, status="failed"))
+                    store.finish_run(run, "failed", report.data_quality.status, "failed", str(exc))
+                    _finish(report, report_json, chart)
+                    raise DeliveryError(exc.problems, report, exc.reason) from None
+            store.finish_run(run, "succeeded", report.data_quality.status, report.delivery.status)
+        except (QualityGateError, DeliveryError):
+            raise
+        except ConcurrentRunError:
+            store.finish_run(run, "superseded")
+            raise
+        except Exception as exc:
+            store.finish_run(run, "failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            store.close()
+        _finish(report, report_json, chart)
+        logger.info(
+            "as_of %s: lowest converting %s; quality %s; delivery %s",
+            as_of, ", ".join(report.result.lowest_converting) or "(none)", report.data_quality.status,
+            report.delivery.status,
+        )
+        events.digest_completed(report, flow_run.ui_url, flow_run.id)
+        return report
 
 
 def _flow_run_id() -> str | None:
@@ -457,14 +462,16 @@ def _flow_run_id() -> str | None:
     return str(run_id) if run_id else None
 
 
-def _chart_path(report_json: str | None) -> Path:
-    """The funnel chart lives next to the report; without a report file, in a temporary
-    directory (every run shows it as an image artifact; a posted digest uploads it)."""
+@contextmanager
+def _chart_file(report_json: str | None) -> Iterator[Path]:
+    """Where the funnel chart is drawn: next to the report when there is one (kept); otherwise in
+    a temporary directory, removed when the run ends. Every run shows the chart as an inline
+    image artifact and a posted digest uploads it, so neither needs the file afterwards."""
     if report_json:
-        return Path(report_json).with_name("funnel.png")
-    import tempfile
-
-    return Path(tempfile.mkdtemp(prefix="growth-")) / "funnel.png"
+        yield Path(report_json).with_name("funnel.png")
+        return
+    with tempfile.TemporaryDirectory(prefix="growth-") as tmp:
+        yield Path(tmp) / "funnel.png"
 
 
 def _render_chart(report: Report, path: Path | None) -> Path | None:
@@ -482,4 +489,5 @@ def _render_chart(report: Report, path: Path | None) -> Path | None:
 def _finish(report: Report, report_json: str | None, chart: Path | None = None) -> None:
     if report_json:
         publish.write_report(report.to_json(), report_json)
-    artifacts(report, render_text(report, flow_run.ui_url), chart if chart and chart.exists() else None)
+    artifacts(report, render_text(report, flow_run.ui_url), chart if chart and chart.exists() else None,
+              chart_kept=bool(report_json))

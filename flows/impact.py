@@ -119,24 +119,25 @@ def run_impact(
     rows = cohorts_task(needed, entities, milestones, step, as_of)
     result = impact.analyze(needed, step, selection, rows, segment)  # pure; its UsageError fails the run
 
-    chart = _render_chart(result)
-    chart_url = None
-    if chart is not None:
-        chart_url = "data:image/png;base64," + base64.b64encode(chart.read_bytes()).decode("ascii")
-        create_image_artifact(image_url=chart_url, key=f"{ARTIFACT_KEY}-chart",
-                              description=f"Conversion of {step} by cohort around {change_date}")
-    create_markdown_artifact(markdown=impact.render_markdown(result, chart_url), key=ARTIFACT_KEY,
-                             description=f"Impact of the change on {change_date} on {step}: {result.verdict}")
+    with tempfile.TemporaryDirectory(prefix="growth-impact-") as scratch:  # the chart: an artifact, a post
+        chart = _render_chart(result, Path(scratch))
+        chart_url = None
+        if chart is not None:
+            chart_url = "data:image/png;base64," + base64.b64encode(chart.read_bytes()).decode("ascii")
+            create_image_artifact(image_url=chart_url, key=f"{ARTIFACT_KEY}-chart",
+                                  description=f"Conversion of {step} by cohort around {change_date}")
+        create_markdown_artifact(markdown=impact.render_markdown(result, chart_url), key=ARTIFACT_KEY,
+                                 description=f"Impact of the change on {change_date} on {step}: {result.verdict}")
 
-    target = channel or cfg.report.channel
-    delivery = Delivery(target, "dry_run")
-    if token is not None:
-        try:
-            delivery, error = publish_impact_task(token, result, target, flow_run.ui_url, chart)
-        except DeliveryError as exc:  # transient, and still failing after the task's retries
-            delivery, error = Delivery(target, "failed"), exc
-        if error is not None:  # the result goes with the error: the CLI still prints and writes it
-            raise DeliveryError(error.problems, replace(result, delivery=delivery), error.reason)
+        target = channel or cfg.report.channel
+        delivery = Delivery(target, "dry_run")
+        if token is not None:
+            try:
+                delivery, error = publish_impact_task(token, result, target, flow_run.ui_url, chart)
+            except DeliveryError as exc:  # transient, and still failing after the task's retries
+                delivery, error = Delivery(target, "failed"), exc
+            if error is not None:  # the result goes with the error: the CLI still prints and writes it
+                raise DeliveryError(error.problems, replace(result, delivery=delivery), error.reason)
     result = replace(result, delivery=delivery)
     logger.info("impact of %s on %s: %s", change_date, step, result.summary)
     return result
@@ -146,11 +147,11 @@ def _sources_used(cfg) -> set[str]:
     return {cfg.entity.source} | {s.source for s in cfg.tracked_steps[1:] if s.source}
 
 
-def _render_chart(result: impact.ImpactResult) -> Path | None:
+def _render_chart(result: impact.ImpactResult, directory: Path) -> Path | None:
     from tasks.impact_chart import render_impact_chart
 
     try:
-        return render_impact_chart(result, Path(tempfile.mkdtemp(prefix="growth-impact-")) / "impact.png")
+        return render_impact_chart(result, directory / "impact.png")
     except Exception as exc:  # noqa: BLE001 - a chart is never worth failing the analysis
         get_run_logger().warning("the impact chart could not be drawn: %s", exc)
         return None

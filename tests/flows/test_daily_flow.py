@@ -157,6 +157,27 @@ def test_digest_is_posted_to_slack(demo_urls, monkeypatch, slack, tmp_path) -> N
     assert complete.body["channel_id"] == "C0GROWTH" and complete.body["thread_ts"] == report.delivery.ts
 
 
+def test_without_a_report_file_the_chart_is_posted_and_its_temporary_file_removed(
+    demo_urls, monkeypatch, slack, tmp_path
+) -> None:
+    import tempfile
+
+    from tests.support.slack_standin import VALID_TOKEN
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where mkdtemp/TemporaryDirectory go
+    for name, url in demo_urls.items():
+        monkeypatch.setenv(source_env_var(name), url)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", VALID_TOKEN)
+    monkeypatch.setenv("SLACK_API_URL", slack.url)
+    report = growth_digest(as_of=END, framework_path=str(DEMO_FRAMEWORK), channel="#growth")
+    assert report.delivery.status == "posted"
+    (upload,) = slack.calls_to("upload")
+    assert upload.raw.startswith(b"\x89PNG")  # the chart was drawn in the temporary directory and sent
+    assert list(scratch.glob("growth-*")) == []  # ... which the run removed
+
+
 def test_failed_delivery_keeps_the_report_and_raises(demo_urls, monkeypatch, slack, tmp_path) -> None:
     from framework.errors import DeliveryError
 
