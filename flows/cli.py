@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import get_args
 
-from framework.config import FrameworkConfig, load_config
+from framework.config import Cohort, FrameworkConfig, Mode, load_config
 from framework.errors import RETRY_DELAYS, GrowthError, UsageError
 
 DEMO_FRAMEWORK = Path(__file__).resolve().parent.parent / "framework" / "demo" / "growth.yaml"
@@ -235,6 +236,7 @@ def _preflight(cfg: FrameworkConfig, sleep=None) -> None:
 def _run_flow(
     framework: Path, as_of: date | None, dry_run: bool, report_json: str | None,
     channel: str | None, top_n: int | None, blocks_json: str | None, full_refresh: bool = False,
+    mode: str | None = None, cohort: str | None = None,
 ) -> int:
     _quiet_runtime()
     from flows.daily import growth_digest
@@ -248,7 +250,7 @@ def _run_flow(
     try:
         report = growth_digest(
             as_of=as_of, framework_path=str(framework), dry_run=dry_run, channel=channel,
-            top_n=top_n, report_json=report_json, full_refresh=full_refresh,
+            top_n=top_n, report_json=report_json, full_refresh=full_refresh, mode=mode, cohort=cohort,
         )
     except (QualityGateError, DeliveryError) as exc:
         report, code = exc.report, exc.exit_code
@@ -303,7 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     return _run_flow(
         Path(args.framework), args.as_of, args.dry_run, args.report_json, args.channel, args.top_n,
-        args.blocks_json, args.full_refresh,
+        args.blocks_json, args.full_refresh, args.mode, args.cohort,
     )
 
 
@@ -533,6 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-n", type=_positive, help="lowest-converting steps to show (default: report.top_n)")
     p.add_argument("--full-refresh", action="store_true",
                    help="read every source record again instead of only those since the last run")
+    p.add_argument("--mode", choices=get_args(Mode),
+                   help="count reach this way instead of the file's funnel.mode; stored and posted as its "
+                        "own series, '<framework> (<mode> mode)', never in place of the daily numbers")
+    p.add_argument("--cohort", choices=get_args(Cohort),
+                   help="cohort size instead of the file's funnel.cohort; like --mode, its own series")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("backfill", help="compute and store past days, oldest first, posting nothing")

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 from prefect.task_engine import TaskRunTimeoutError
 from pydantic import Field
 
-from framework.config import FrameworkConfig, FunnelConfig, load_config
+from framework.config import Cohort, FrameworkConfig, FunnelConfig, Mode, load_config
 from framework.digest import (
     markdown_code_block,
     render_quality_markdown,
@@ -227,10 +227,6 @@ class DayInputs:
     framework_hash: str
     urls: dict[str, str]
     extract_timeout: float = DEFAULT_EXTRACT_TIMEOUT  # seconds (GROWTH_EXTRACT_TIMEOUT_SECONDS)
-
-
-Mode = Literal["independent", "any_order", "ordered"]
-Cohort = Literal["month", "week"]
 
 
 def prepare(

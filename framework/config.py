@@ -121,11 +121,15 @@ class EntityConfig(_Strict):
         return {a.name: list(a.allowed) for a in self.attribute_specs if a.allowed is not None}
 
 
+Mode = Literal["independent", "any_order", "ordered"]  # how a step's reach is counted (metrics.md)
+Cohort = Literal["month", "week"]  # the size of a signup cohort
+
+
 class FunnelConfig(_Strict):
-    mode: Literal["independent", "any_order", "ordered"] = "independent"
+    mode: Mode = "independent"
     window_days: Annotated[int, Field(ge=1, le=3650)] = 30
     lookback_days: Annotated[int, Field(ge=1, le=3650)] = 28
-    cohort: Literal["month", "week"] = "month"
+    cohort: Cohort = "month"
     history_cohorts: Annotated[int, Field(ge=1, le=520)] = 12
     min_sample: Annotated[int, Field(ge=0)] = 30  # 0: no minimum (a step still needs entrants)
 

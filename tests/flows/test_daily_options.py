@@ -163,3 +163,29 @@ def test_a_bad_extract_timeout_is_a_usage_error(monkeypatch, value: str) -> None
     assert extract_timeout() == 90.5
     monkeypatch.delenv(EXTRACT_TIMEOUT_ENV)
     assert extract_timeout() == 3600
+
+
+def test_growth_run_mode_and_cohort_options_reach_the_flow(sources: str, demo_urls, tmp_path, capsys) -> None:
+    import json
+
+    from flows.cli import main
+
+    report = tmp_path / "ordered.json"
+    args = ["run", "--framework", str(DEMO_FRAMEWORK), "--as-of", END.isoformat(), "--dry-run",
+            "--store", sources, "--report-json", str(report), "--mode", "ordered", "--cohort", "week"]
+    assert main(args) == 0, capsys.readouterr().err
+    data = json.loads(report.read_text())
+    assert data["mode"] == "ordered" and data["framework"] == f"{NAME} (ordered mode, weekly cohorts)"
+    assert {r["cohort"][4:6] for r in data["cohorts"]} == {"-W"}
+    # the same numbers as the flow called with the same override (nothing else differs)
+    direct = growth_digest(as_of=END, framework_path=str(DEMO_FRAMEWORK), dry_run=True, mode="ordered", cohort="week")
+    assert data["steps"] == direct.to_dict()["steps"]
+
+
+@pytest.mark.parametrize(("option", "value"), [("--mode", "sequential"), ("--cohort", "day")])
+def test_growth_run_refuses_an_unknown_mode_or_cohort(option: str, value: str, capsys) -> None:
+    from flows.cli import main
+
+    code = main(["run", "--framework", str(DEMO_FRAMEWORK), "--dry-run", option, value])
+    err = capsys.readouterr().err
+    assert code == 2 and f"invalid choice: '{value}'" in err and "Traceback" not in err
