@@ -18,7 +18,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from prefect.task_engine import TaskRunTimeoutError
 from pydantic import Field
 
@@ -29,7 +29,7 @@ from framework.digest import (
     render_text,
 )
 from framework.engine import as_of_end, compute
-from framework.errors import RETRY_DELAYS, DeliveryError, QualityGateError, SourceError
+from framework.errors import RETRY_DELAYS, DeliveryError, QualityGateError, SourceError, UsageError
 from framework.milestones import assemble, merge_milestones, step_definition
 from framework.report import DataQuality, Delivery, FunnelResult, Report
 from framework.trend import RUNS_AGO_NEEDED, attach_trends
@@ -136,6 +136,32 @@ def data_docs_dir(framework: str, as_of: date) -> Path:
     data>/data-docs) / <framework slug> / <as_of>/ (a re-run of the day replaces it)."""
     root = os.environ.get(DATA_DOCS_ENV) or str(Path(os.environ.get("GROWTH_DATA_DIR", "data")) / "data-docs")
     return Path(root).resolve() / _slug(framework) / as_of.isoformat()
+
+
+REPORTS_ENV = "GROWTH_REPORTS_DIR"
+
+
+def reports_dir() -> Path:
+    """Where a deployment run's ``report_json`` goes: $GROWTH_REPORTS_DIR (default
+    <GROWTH_DATA_DIR or data>/reports)."""
+    root = os.environ.get(REPORTS_ENV) or str(Path(os.environ.get("GROWTH_DATA_DIR", "data")) / "reports")
+    return Path(root).resolve()
+
+
+def report_target(report_json: str | None) -> str | None:
+    """The file a run writes its report to. Called from a shell (``growth run``, Python), the
+    path as given: whoever runs it owns the machine. In a deployment run, the parameter comes
+    from whoever may press "Run" in the UI and the file is written on the worker, so it must
+    be a relative path without '..', and lands under reports_dir()."""
+    if not report_json or deployment.id is None:
+        return report_json
+    relative = Path(report_json)
+    if relative.is_absolute() or ".." in relative.parts or not relative.name:
+        raise UsageError(
+            f"report_json: a deployment run writes its report under {REPORTS_ENV} ({reports_dir()}); "
+            f"give a relative path without '..', not {report_json!r}"
+        )
+    return str(reports_dir() / relative)
 
 
 def _slug(name: str) -> str:
@@ -391,7 +417,8 @@ def growth_digest(
         dry_run: Publish nowhere; the digest goes to the run's artifacts only.
         channel: Slack channel (name or ID); empty means the framework file's report.channel.
         top_n: How many lowest-converting steps the digest shows; empty means the framework file's.
-        report_json: Also write the JSON report to this path.
+        report_json: Also write the JSON report to this file. In a deployment run: a relative
+            path, written under the worker's GROWTH_REPORTS_DIR (default data/reports).
         full_refresh: Read every source record again instead of only those since the last run.
         mode: How a step's reach is counted (independent, any_order or ordered); empty means
             the framework file's funnel.mode. Another mode is stored and posted as its own
@@ -402,6 +429,7 @@ def growth_digest(
     logger = get_run_logger()
     as_of = as_of or yesterday()
     inputs = prepare(framework_path, channel, top_n, mode, cohort)
+    report_json = report_target(report_json)
     # secrets once, at the start; passed on, never logged
     token = None if dry_run else secrets.resolve_slack_token()
     if not dry_run and token is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -189,3 +190,45 @@ def test_growth_run_refuses_an_unknown_mode_or_cohort(option: str, value: str, c
     code = main(["run", "--framework", str(DEMO_FRAMEWORK), "--dry-run", option, value])
     err = capsys.readouterr().err
     assert code == 2 and f"invalid choice: '{value}'" in err and "Traceback" not in err
+
+
+# ------------------------------------------------- report_json in a deployment run
+# PREFECT__RUNTIME__DEPLOYMENT__ID is Prefect's own way to give prefect.runtime a value;
+# the real-server test (test_deployments_e2e.py) runs the same path from a real deployment.
+
+DEPLOYMENT_ID = "0b7a0f8e-0000-4000-8000-00000000e2e0"
+
+
+@pytest.mark.parametrize("given", ["/tmp/growth-anywhere.json", "../escape.json", "reports/../../escape.json"])
+def test_a_deployment_run_refuses_a_report_path_outside_the_reports_dir(
+    sources, monkeypatch, tmp_path, given: str
+) -> None:
+    from framework.errors import UsageError
+
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", DEPLOYMENT_ID)
+    monkeypatch.setenv("GROWTH_REPORTS_DIR", str(tmp_path / "reports"))
+    with pytest.raises(UsageError, match="give a relative path without '..'"):
+        growth_digest(as_of=END, framework_path=str(DEMO_FRAMEWORK), dry_run=True, report_json=given)
+    assert not Path(given).is_absolute() or not Path(given).exists()
+    assert list(tmp_path.rglob("*.json")) == []  # nothing written, in the reports dir or beside it
+    with MetricStore.open(sources) as store:  # refused before anything was read or stored
+        assert store.load_report(NAME, END) is None
+
+
+def test_a_deployment_run_writes_its_report_under_the_reports_dir(sources, monkeypatch, tmp_path) -> None:
+    import json
+
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", DEPLOYMENT_ID)
+    monkeypatch.setenv("GROWTH_REPORTS_DIR", str(tmp_path / "reports"))
+    report = growth_digest(as_of=END, framework_path=str(DEMO_FRAMEWORK), dry_run=True, report_json="daily/r.json")
+    written = tmp_path / "reports" / "daily" / "r.json"
+    assert json.loads(written.read_text()) == report.to_dict()
+    assert (written.parent / "funnel.png").read_bytes().startswith(b"\x89PNG")  # the chart beside it
+
+
+def test_outside_a_deployment_the_report_path_is_taken_as_given(sources, monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("PREFECT__RUNTIME__DEPLOYMENT__ID", raising=False)
+    monkeypatch.setenv("GROWTH_REPORTS_DIR", str(tmp_path / "reports"))
+    target = tmp_path / "elsewhere" / "r.json"  # absolute: the shell's user owns the machine
+    growth_digest(as_of=END, framework_path=str(DEMO_FRAMEWORK), dry_run=True, report_json=str(target))
+    assert target.exists() and not (tmp_path / "reports").exists()

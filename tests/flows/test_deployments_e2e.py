@@ -261,6 +261,7 @@ def test_daily_run_from_the_ui_completes_with_artifacts_and_event(
 
     created = _trigger(server, "growth-digest/daily", {
         "as_of": END.isoformat(), "dry_run": True, "channel": "#growth-e2e", "top_n": 2,
+        "report_json": "e2e/report.json",  # a deployment run writes it under the worker's reports dir
     })
     took = _worker(server, tmp_path, demo)
     run = _final_state(server, created.id)
@@ -270,6 +271,7 @@ def test_daily_run_from_the_ui_completes_with_artifacts_and_event(
     # the deployment's parameters merged with the custom ones, and the run named for its day
     assert run.parameters == {
         **DEPLOYMENTS["daily"]["parameters"], "as_of": "2026-11-30", "dry_run": True, "channel": "#growth-e2e", "top_n": 2,
+        "report_json": "e2e/report.json",
     }
     assert run.name == "growth-digest-2026-11-30"
     assert run.deployment_version == deployed.version
@@ -285,6 +287,8 @@ def test_daily_run_from_the_ui_completes_with_artifacts_and_event(
     assert "#growth-e2e" in digest
     rows = json.loads(by_key[f"{KEY}-funnel"].data)
     assert [r["key"] for r in rows] == [s.key for s in FRAMEWORK.steps]
+    written = json.loads((tmp_path / "data" / "reports" / "e2e" / "report.json").read_text())  # GROWTH_DATA_DIR
+    assert written["as_of"] == "2026-11-30" and [s["key"] for s in written["steps"]] == [r["key"] for r in rows]
     assert by_key[f"{KEY}-funnel-chart"].data.startswith("data:image/png;base64,")
 
     # the completion event, for automations: the lowest-converting steps, top_n of them
