@@ -215,11 +215,12 @@ def test_timestamps_in_year_1_and_9999_and_with_offsets(tmp_path, capsys) -> Non
 def test_every_step_in_the_future_is_not_reached(tmp_path, capsys) -> None:
     accounts, events = _normal_rows()
     accounts.append({"id": "later", "created_at": "2026-10-20 09:00:00", "origin": "web"})
-    events += [{"account_id": "later", "ts": "2027-01-01 00:00:00", "kind": k} for k in ("a", "p")]
+    # 2999, not next year: "after the run's clock" is judged against the real clock
+    events += [{"account_id": "later", "ts": "2999-01-01 00:00:00", "kind": k} for k in ("a", "p")]
     code, report, out, err = _run(tmp_path, _database(tmp_path / "db.sqlite", accounts, events), capsys, "--dry-run")
-    # one account ("later") has both its records in 2027, after the run's clock: a warning per
+    # one account ("later") has both its records in 2999, after the run's clock: a warning per
     # step, never counted
-    future = ("1 accounts with records dated after the run's clock (latest 2027-01-01T00:00Z; "
+    future = ("1 accounts with records dated after the run's clock (latest 2999-01-01T00:00Z; "
               "not counted, not used for freshness)")
     _assert_quality(code, report, out, err, 0, failed={},
                     warned={"steps.acted.future_records": future, "steps.paid.future_records": future})

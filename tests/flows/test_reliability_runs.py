@@ -10,7 +10,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from tasks.secrets import source_env_var
 from tasks.seed import seed_demo
 from tasks.store import MetricStore
 from tests.conftest import DEMO_FRAMEWORK, ROOT
+from tests.support.prefect_api import ran, task_runs
 from tests.support.slack_standin import VALID_TOKEN
 
 END = date(2026, 11, 30)
@@ -217,9 +217,9 @@ def test_two_runs_of_one_date_one_commits_the_other_ends_cleanly(demo_urls, slac
 
 
 def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on: 1 (tcpmux), never bound here. (A port picked free
+    and closed could be taken by another process before the test connects.)"""
+    return 1
 
 
 def test_unavailable_store_fails_the_run_before_publishing(demo_urls, slack) -> None:
@@ -239,9 +239,6 @@ def test_unavailable_store_fails_the_run_before_publishing(demo_urls, slack) -> 
 def test_source_refusing_connections_fails_the_flow_with_its_name_after_bounded_retries(
     demo_urls, slack, tmp_path, monkeypatch
 ) -> None:
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
     from flows.daily import growth_digest
 
     store = f"sqlite:///{tmp_path / 'store.db'}"
@@ -258,14 +255,7 @@ def test_source_refusing_connections_fails_the_flow_with_its_name_after_bounded_
         state.result()
     assert err.value.exit_code == 4 and "source-secret-pw" not in str(err.value)
 
-    async def task_runs():
-        async with get_client() as client:
-            return await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
-
-    import asyncio
-
-    runs = {t.name.rsplit("-", 1)[0]: t for t in asyncio.run(task_runs())}
+    runs = task_runs(state.state_details.flow_run_id, until=ran("check-schema", 3))
     assert runs["check-schema"].run_count == 3  # the first try and 2 retries (2 s, 10 s)
     assert "extract" not in runs
     assert slack.calls == []

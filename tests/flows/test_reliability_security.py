@@ -29,19 +29,8 @@ from tests.integration.test_reliability_sources import (
     fingerprint,
     pg_demo,  # noqa: F401 - a fixture, used by name
 )
+from tests.support.prefect_api import ran, task_runs
 from tests.support.slack_standin import SlackStandIn
-
-
-def _task_runs(flow_run_id) -> dict:
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    async def read():
-        async with get_client() as client:
-            return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-
-    return {t.name.rsplit("-", 1)[0]: t for t in asyncio.run(read())}
-
 
 # ---------------------------------------------------------------- a connection dropped mid-extraction
 
@@ -117,9 +106,9 @@ def test_backend_terminated_mid_extraction_is_retried_with_identical_results(
 
     assert outcome.get("terminated") is True  # the extraction's backend really was ended mid-query
     assert disturbed.is_completed()
-    runs = _task_runs(disturbed.state_details.flow_run_id)
+    runs = task_runs(disturbed.state_details.flow_run_id, until=ran("extract", 2))
     assert runs["extract"].run_count == 2  # failed once (connection lost), retried once
-    assert _task_runs(undisturbed.state_details.flow_run_id)["extract"].run_count == 1
+    assert task_runs(undisturbed.state_details.flow_run_id, until=ran("extract", 1))["extract"].run_count == 1
     assert disturbed.result().to_dict() == undisturbed.result().to_dict()
     assert fingerprint(pg_demo.admin_url(app)) == before
 
@@ -295,7 +284,8 @@ def test_store_connection_ended_mid_write_is_retried_and_stored_once(
         killer.join(150)
         assert outcome.get("terminated") is True  # the write transaction's backend really was ended
         assert state.is_completed(), state.message
-        assert _task_runs(state.state_details.flow_run_id)["store-results"].run_count == 2
+        runs = task_runs(state.state_details.flow_run_id, until=ran("store-results", 2))
+        assert runs["store-results"].run_count == 2
         assert state.result().delivery.status == "posted"
         assert len(slack.calls_to("chat.postMessage")) == 1
         with MetricStore.open(store) as kept:
