@@ -278,18 +278,10 @@ def _run_flow(
 def _writable(path: str | None, flag: str) -> None:
     """Fail in a second, with exit 2, on an output file that cannot be written (not after
     the run has computed and stored everything)."""
-    if not path:
-        return
-    target = Path(path)
-    probe = target.with_name(target.name + ".probe")
-    try:
-        if target.is_dir():
-            raise IsADirectoryError(21, "is a directory")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+    if path:
+        from tasks.publish import check_writable
+
+        check_writable(path, flag)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -149,19 +149,25 @@ def reports_dir() -> Path:
 
 
 def report_target(report_json: str | None) -> str | None:
-    """The file a run writes its report to. Called from a shell (``growth run``, Python), the
-    path as given: whoever runs it owns the machine. In a deployment run, the parameter comes
-    from whoever may press "Run" in the UI and the file is written on the worker, so it must
-    be a relative path without '..', and lands under reports_dir()."""
-    if not report_json or deployment.id is None:
+    """The file a run writes its report to, checked writable before the run does anything.
+    Called from a shell (``growth run``, Python), the path as given: whoever runs it owns the
+    machine. In a deployment run, the parameter comes from whoever may press "Run" in the UI
+    and the file is written on the worker, so it must be a relative path without '..' that
+    stays under reports_dir() once resolved (no drive, no root, no symlink out)."""
+    if not report_json:
         return report_json
-    relative = Path(report_json)
-    if relative.is_absolute() or ".." in relative.parts or not relative.name:
-        raise UsageError(
-            f"report_json: a deployment run writes its report under {REPORTS_ENV} ({reports_dir()}); "
-            f"give a relative path without '..', not {report_json!r}"
-        )
-    return str(reports_dir() / relative)
+    target = Path(report_json)
+    if deployment.id is not None:
+        root, relative = reports_dir(), Path(report_json)
+        target = root / relative
+        if (relative.is_absolute() or relative.drive or relative.root or ".." in relative.parts
+                or not relative.name or not target.resolve().is_relative_to(root)):
+            raise UsageError(
+                f"report_json: a deployment run writes its report under {REPORTS_ENV} ({root}); "
+                f"give a relative path without '..', not {report_json!r}"
+            )
+    publish.check_writable(target, "report_json")
+    return str(target)
 
 
 def _slug(name: str) -> str:
@@ -448,7 +454,8 @@ def growth_digest(
                         publish_task(store, token, report, flow_run.ui_url)
                     except DeliveryError as exc:
                         logger.error("the data-quality alert could not be delivered: %s", exc)
-                _finish(report, report_json, chart)
+                chart.unlink(missing_ok=True)  # a kept chart of an earlier run is not this day's
+                _finish(report, report_json, None)  # no chart of numbers known to be wrong
                 raise gate_error(report)
             store_task(store, run, day)  # metrics are stored before anything is published
             chart = _render_chart(report, chart)
@@ -486,13 +493,21 @@ def _flow_run_id() -> str | None:
     return str(run_id) if run_id else None
 
 
+def kept_chart_path(report_json: str) -> Path:
+    """The chart kept beside a report: funnel.png in the report's directory; if the report
+    itself is named funnel.png, <stem>.chart.png (the chart never overwrites the report)."""
+    report = Path(report_json)
+    chart = report.with_name("funnel.png")
+    return report.with_name(f"{report.stem}.chart.png") if chart.name == report.name else chart
+
+
 @contextmanager
 def _chart_file(report_json: str | None) -> Iterator[Path]:
     """Where the funnel chart is drawn: next to the report when there is one (kept); otherwise in
     a temporary directory, removed when the run ends. Every run shows the chart as an inline
     image artifact and a posted digest uploads it, so neither needs the file afterwards."""
     if report_json:
-        yield Path(report_json).with_name("funnel.png")
+        yield kept_chart_path(report_json)
         return
     with tempfile.TemporaryDirectory(prefix="growth-") as tmp:
         yield Path(tmp) / "funnel.png"
@@ -507,11 +522,11 @@ def _render_chart(report: Report, path: Path | None) -> Path | None:
         return render_funnel_chart(report, path)
     except Exception as exc:  # noqa: BLE001 - a chart is never worth failing the digest
         get_run_logger().warning("the funnel chart could not be drawn: %s", exc)
+        path.unlink(missing_ok=True)  # nor is an earlier run's chart, kept beside the report
         return None
 
 
 def _finish(report: Report, report_json: str | None, chart: Path | None = None) -> None:
     if report_json:
         publish.write_report(report.to_json(), report_json)
-    artifacts(report, render_text(report, flow_run.ui_url), chart if chart and chart.exists() else None,
-              chart_kept=bool(report_json))
+    artifacts(report, render_text(report, flow_run.ui_url), chart, chart_kept=bool(report_json))

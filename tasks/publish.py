@@ -30,6 +30,23 @@ advises under 4,000; the blocks carry the details)."""
 HISTORY_PAGES = 5
 
 
+def check_writable(path: str | Path, label: str) -> None:
+    """Raise UsageError (exit 2) when an output file cannot be written there: before a run, so
+    that it fails in a second and not after it has computed, stored and posted everything."""
+    from framework.errors import UsageError
+
+    target = Path(path)
+    probe = target.with_name(target.name + ".probe")
+    try:
+        if target.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"{label} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
 def write_report(report_json: str, path: str | Path) -> Path:
     """Write the JSON report atomically (write a temp file, then rename)."""
     target = Path(path)

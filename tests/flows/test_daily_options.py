@@ -232,3 +232,38 @@ def test_outside_a_deployment_the_report_path_is_taken_as_given(sources, monkeyp
     target = tmp_path / "elsewhere" / "r.json"  # absolute: the shell's user owns the machine
     growth_digest(as_of=END, framework_path=str(DEMO_FRAMEWORK), dry_run=True, report_json=str(target))
     assert target.exists() and not (tmp_path / "reports").exists()
+
+
+def test_a_deployment_run_refuses_a_symlink_out_of_the_reports_dir(sources, monkeypatch, tmp_path) -> None:
+    from framework.errors import UsageError
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "link").symlink_to(outside, target_is_directory=True)
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", DEPLOYMENT_ID)
+    monkeypatch.setenv("GROWTH_REPORTS_DIR", str(tmp_path / "reports"))
+    with pytest.raises(UsageError, match="give a relative path without '..'"):
+        growth_digest(as_of=END, framework_path=str(DEMO_FRAMEWORK), dry_run=True, report_json="link/r.json")
+    assert list(outside.iterdir()) == []
+
+
+def test_an_unwritable_report_path_fails_the_run_before_anything_is_stored(sources, monkeypatch, tmp_path) -> None:
+    from framework.errors import UsageError
+
+    (tmp_path / "reports" / "daily").mkdir(parents=True)  # a directory where the file would go
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", DEPLOYMENT_ID)
+    monkeypatch.setenv("GROWTH_REPORTS_DIR", str(tmp_path / "reports"))
+    with pytest.raises(UsageError, match=r"report_json .*daily: cannot write there \(is a directory\)"):
+        growth_digest(as_of=END, framework_path=str(DEMO_FRAMEWORK), dry_run=True, report_json="daily")
+    with MetricStore.open(sources) as store:  # failed at once: nothing computed or stored
+        assert store.load_report(NAME, END) is None
+
+
+def test_a_report_named_funnel_png_keeps_its_chart_under_another_name(sources, tmp_path) -> None:
+    import json
+
+    target = tmp_path / "funnel.png"  # an odd name for a JSON report, but the user's choice
+    report = growth_digest(as_of=END, framework_path=str(DEMO_FRAMEWORK), dry_run=True, report_json=str(target))
+    assert json.loads(target.read_text()) == report.to_dict()
+    assert (tmp_path / "funnel.chart.png").read_bytes().startswith(b"\x89PNG")

@@ -25,9 +25,12 @@ def test_stale_sources_block_publication(
     framework = tmp_path / "team.yaml"
     framework.write_text(FRAMEWORK, encoding="utf-8")
     report_path = tmp_path / "report.json"
+    earlier_chart = tmp_path / "funnel.png"  # kept beside the report by an earlier, passing run
+    earlier_chart.write_bytes(b"\x89PNG an earlier day's chart")
     with pytest.raises(QualityGateError) as err:
         growth_digest(as_of=AS_OF, framework_path=str(framework), dry_run=True, report_json=str(report_path))
     report = json.loads(report_path.read_text())
+    assert not earlier_chart.exists()  # it is not this day's chart; a blocked run draws none
     assert report["data_quality"]["status"] == "failed"
     assert report["delivery"]["status"] == "skipped"
     failed = {c["name"] for c in report["data_quality"]["checks"] if not c["success"] and c["severity"] == "error"}
@@ -67,19 +70,19 @@ def test_stale_sources_block_publication(
     ) in text
 
     # ... and the run's data-quality artifact names the failed check and links the docs
-    async def quality_artifact() -> str:
+    async def latest_artifact(key: str) -> str:
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
         async with get_client() as client:
-            (latest,) = await client.read_latest_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["growth-team-funnel-data-quality"]))
-            )
+            (latest,) = await client.read_latest_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
             return latest.data
 
-    markdown = asyncio.run(quality_artifact())
+    markdown = asyncio.run(latest_artifact("growth-team-funnel-data-quality"))
     assert "**Data quality: failed**" in markdown and "steps.team.freshness" in markdown
     assert index.as_uri() in markdown
+    digest = asyncio.run(latest_artifact("growth-team-funnel-digest"))
+    assert "growth digest for" in digest and "Funnel chart" not in digest  # the digest names no chart
 
 
 def test_blocked_digest_sends_a_quality_alert_instead(
