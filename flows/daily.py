@@ -209,10 +209,11 @@ answer_lost (a post whose answer was lost and could not be confirmed: it may be 
 
 
 def _slack_transient(task_, task_run, state) -> bool:
-    """Retry the delivery when Slack or the store failed transiently. Not when the message is
-    already out (only the chart upload failed: a retry would update the message, not upload
-    the chart), nor after a lost answer deliver could not confirm: Slack may have posted, and
-    could not be searched (a retry would post again if the search still fails)."""
+    """Retry the delivery when Slack or the store failed transiently: also when the message is
+    out and only its chart upload failed (the record says the chart is owed, so the retry
+    updates the message and uploads the chart). Not when the delivery is complete, nor after a
+    lost answer deliver could not confirm: Slack may have posted, and could not be searched (a
+    retry would post again if the search still fails)."""
     try:
         state.result()
     except DeliveryError as exc:
@@ -236,7 +237,8 @@ def publish_task(
     whose record was lost (a killed run, a lost answer) is found again, not repeated
     (tasks.publish.deliver_once). When the quality gate failed, the message is the
     data-quality alert instead of the digest (a later passing run turns it into the digest).
-    The funnel chart goes into the thread of the first post. The Slack client retries
+    The funnel chart goes into the thread of the first post (or of an update, while it is owed:
+    publish.CHART_OWED). The Slack client retries
     429/5xx/connection errors itself, bounded; a delivery that still failed for a transient
     reason is tried again by the task (2 retries, 2 s then 10 s): delivery is idempotent."""
     try:

@@ -20,7 +20,9 @@ Fault points:
   transaction, after the old rows of the as_of are deleted and before the new
   ones are inserted);
 - ``slack.posted`` (`tasks.publish`, after Slack accepted the post and before
-  the delivery is recorded in the store).
+  the delivery is recorded in the store);
+- ``slack.chart`` (`tasks.publish.deliver_once`, after the post is recorded, its
+  chart owed, and before the chart is uploaded into its thread).
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ ALERT_TEXT_CHARS = 3000
 """The quality alert's notification text at most (Slack truncates text past 40,000 and
 advises under 4,000; the blocks carry the details)."""
 HISTORY_PAGES = 5
+CHART_OWED = "chart_owed"
+"""gf_deliveries.status of a digest that is in Slack (its ts recorded) but whose funnel chart
+is not yet in its thread."""
 
 
 def check_writable(path: str | Path, label: str) -> None:
@@ -274,7 +277,8 @@ def deliver_once(store, token: str, report, ui_url: str | None = None, chart: Pa
     (status ``pending``), so that a run killed between Slack's answer and the store's record
     makes the next one search the channel (:func:`deliver`'s ``search``) instead of posting
     again. When the quality gate failed, the message is the data-quality alert. The funnel
-    chart goes into the thread of a first post. Raises DeliveryError (the outcome recorded)."""
+    chart goes into the thread of a first post, and of a later update while the record says
+    it is still owed (CHART_OWED). Raises DeliveryError (the outcome recorded)."""
     from datetime import date
 
     from framework.digest import (
@@ -309,9 +313,18 @@ def deliver_once(store, token: str, report, ui_url: str | None = None, chart: Pa
     except DeliveryError:
         store.record_delivery(report.framework, as_of, channel, None, None, "failed")  # keeps a stored ts
         raise
-    store.record_delivery(report.framework, as_of, channel, channel_id, delivery.ts, delivery.status)
-    if chart is not None and delivery.status == "posted" and delivery.ts and not failed_gate:
+    # The chart goes into the thread of a new post, or of one whose chart is still owed (a run
+    # that was killed, or whose upload failed, after the post was recorded): the record says
+    # CHART_OWED until the upload is done, so the next run or `growth deliver` uploads it.
+    owed = not failed_gate and bool(delivery.ts) and (
+        (delivery.status == "posted" and chart is not None)
+        or (previous is not None and previous.status == CHART_OWED))
+    store.record_delivery(report.framework, as_of, channel, channel_id, delivery.ts,
+                          CHART_OWED if owed else delivery.status)
+    if owed and chart is not None:
+        fault_point("slack.chart")
         upload_chart(token, channel_id or channel, delivery.ts, chart, f"{report.framework} funnel {as_of}")
+        store.record_delivery(report.framework, as_of, channel, channel_id, delivery.ts, delivery.status)
     if failed_gate:
         return Delivery(channel=delivery.channel, status="skipped", ts=delivery.ts)  # the digest itself was not published
     return delivery

@@ -95,17 +95,34 @@ def test_a_refused_token_is_not_retried(sources, slack, monkeypatch) -> None:
     assert slack.channel_messages("C0GROWTH") == []
 
 
-def test_a_failed_chart_upload_after_the_post_is_not_retried(sources, slack, monkeypatch) -> None:
-    """The digest is out; a retry would only update it (the chart goes with a first post)."""
+def test_a_failed_chart_upload_after_the_post_is_retried_as_an_update_with_the_chart(sources, slack, monkeypatch) -> None:
+    """The digest is out, its chart owed (the record says so): the task's retry updates the
+    message, never posts it again, and uploads the chart into its thread."""
+    from tests.support.slack_standin import VALID_TOKEN
+
+    slack.fail_next(500, times=4, method="files.getUploadURLExternal")  # the client's 4 attempts: try 1 fails
+    report = _posting(slack, monkeypatch, VALID_TOKEN)
+    (post,) = slack.calls_to("chat.postMessage")
+    (update,) = slack.calls_to("chat.update")  # the retry's: the same message
+    assert update.body["ts"] == report.delivery.ts
+    assert report.delivery.status == "updated"  # what the retry did (the first try posted)
+    assert len(slack.calls_to("files.getUploadURLExternal")) == 5  # 4 refused, then the retry's
+    (upload,) = slack.calls_to("files.completeUploadExternal")
+    assert upload.body["thread_ts"] == report.delivery.ts
+
+
+def test_a_refused_chart_upload_is_not_retried(sources, slack, monkeypatch) -> None:
+    """A refusal (here a missing scope) would be refused again: exit 5, the chart stays owed
+    for `growth deliver` (tests/flows/test_reliability_runs.py)."""
     from framework.errors import DeliveryError
     from tests.support.slack_standin import VALID_TOKEN
 
-    slack.fail_next(500, times=4, method="files.getUploadURLExternal")
+    slack.refuse_next("missing_scope", method="files.getUploadURLExternal", needed="files:write")
     with pytest.raises(DeliveryError) as err:
         _posting(slack, monkeypatch, VALID_TOKEN)
-    assert err.value.reason == "internal_error"
+    assert err.value.reason == "missing_scope"
     assert len(slack.calls_to("chat.postMessage")) == 1 and slack.calls_to("chat.update") == []
-    assert len(slack.calls_to("files.getUploadURLExternal")) == 4  # the client's attempts, one task try
+    assert len(slack.calls_to("files.getUploadURLExternal")) == 1
 
 
 def test_a_lost_post_that_could_not_be_confirmed_is_not_retried(sources, slack, monkeypatch) -> None:

@@ -153,8 +153,10 @@ def _one_digest(slack) -> dict:
 
 @pytest.mark.parametrize(
     ("stage", "point"),
-    # extracting: after the first table's query was read, its connection open, the other tables unread
-    [("extracting", "extract.table"), ("writing the store", "store.write"), ("posting", "slack.posted")],
+    # extracting: after the first table's query was read, its connection open, the other tables unread;
+    # posting: after Slack took the post, before the store knew; uploading: the post recorded, its chart not sent
+    [("extracting", "extract.table"), ("writing the store", "store.write"), ("posting", "slack.posted"),
+     ("uploading the chart", "slack.chart")],
 )
 def test_killed_run_is_completed_by_the_next_without_duplicates(
     demo_urls, slack, tmp_path: Path, monkeypatch, capsys, stage: str, point: str
@@ -167,8 +169,9 @@ def test_killed_run_is_completed_by_the_next_without_duplicates(
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
-    posts_before = len(slack.calls_to("chat.postMessage"))
-    assert posts_before == (1 if point == "slack.posted" else 0)  # killed after Slack took the post
+    posted = point in {"slack.posted", "slack.chart"}  # killed after Slack took the post
+    assert len(slack.calls_to("chat.postMessage")) == (1 if posted else 0)
+    assert slack.calls_to("files.completeUploadExternal") == []
 
     monkeypatch.setenv("SLACK_BOT_TOKEN", VALID_TOKEN)
     monkeypatch.setenv("SLACK_API_URL", slack.url)
@@ -176,10 +179,14 @@ def test_killed_run_is_completed_by_the_next_without_duplicates(
     assert _counts(store) == {"gf_snapshots": 1, "gf_step_metrics": STEPS, "gf_deliveries": 1}
     message = _one_digest(slack)
     assert len(slack.calls_to("chat.postMessage")) == 1  # never posted twice
+    # ... and its chart is in its thread, once, whichever run sent it
+    (upload,) = slack.calls_to("files.completeUploadExternal")
+    assert upload.body["thread_ts"] == message["ts"]
     with MetricStore.open(store) as kept:
         record = kept.get_delivery(FW, END, "#growth")
-        assert record.ts == message["ts"] and record.status == "posted"
-        assert kept.stored_version(FW, END) == (2 if point == "slack.posted" else 1)
+        # the record names the next run's delivery: an update of the message the killed run posted
+        assert record.ts == message["ts"] and record.status == ("updated" if point == "slack.chart" else "posted")
+        assert kept.stored_version(FW, END) == (2 if posted else 1)
 
 
 # ---------------------------------------------------------------- two runs at once
@@ -297,6 +304,34 @@ def test_slack_down_then_growth_deliver_sends_it_exactly_once(demo_urls, slack, 
 
     assert main([*deliver, "--channel", "#alerts"]) == 0  # another channel: its own single post
     assert len(slack.channel_messages("C0ALERTS")) == 1 and len(slack.calls_to("chat.postMessage")) == 2
+
+
+def test_a_chart_that_could_not_be_uploaded_is_owed_and_sent_by_growth_deliver(
+    demo_urls, slack, tmp_path, monkeypatch, capsys
+) -> None:
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("SLACK_BOT_TOKEN", VALID_TOKEN)
+    monkeypatch.setenv("SLACK_API_URL", slack.url)
+    slack.refuse_next("missing_scope", method="files.getUploadURLExternal", needed="files:write")
+    assert main(_run_args(demo_urls, store)) == 5  # the digest is in Slack, its chart is not
+    err = _without_logging_errors(capsys.readouterr().err)
+    assert "missing_scope" in err and "Traceback" not in err, err
+    posted = _one_digest(slack)
+    assert slack.calls_to("files.completeUploadExternal") == []
+    with MetricStore.open(store) as kept:
+        record = kept.get_delivery(FW, END, "#growth")
+        assert (record.ts, record.status) == (posted["ts"], "chart_owed")
+
+    deliver = ["deliver", "--framework", str(DEMO_FRAMEWORK), "--as-of", END.isoformat(), "--store", store]
+    assert main(deliver) == 0  # the scope granted: the same message, updated, and the chart owed
+    assert capsys.readouterr().out.strip() == f"digest updated in #growth (ts {posted['ts']})"
+    (upload,) = slack.calls_to("files.completeUploadExternal")
+    assert upload.body["thread_ts"] == posted["ts"]
+    assert main(deliver) == 0  # paid: a later delivery only updates
+    assert len(slack.calls_to("files.completeUploadExternal")) == 1
+    assert len(slack.calls_to("chat.postMessage")) == 1 and len(slack.calls_to("chat.update")) == 2
+    with MetricStore.open(store) as kept:
+        assert kept.get_delivery(FW, END, "#growth").status == "updated"
 
 
 @pytest.mark.parametrize(
