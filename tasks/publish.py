@@ -313,15 +313,15 @@ def deliver_once(store, token: str, report, ui_url: str | None = None, chart: Pa
     except DeliveryError:
         store.record_delivery(report.framework, as_of, channel, None, None, "failed")  # keeps a stored ts
         raise
-    # The chart goes into the thread of a new post, or of one whose chart is still owed (a run
-    # that was killed, or whose upload failed, after the post was recorded): the record says
-    # CHART_OWED until the upload is done, so the next run or `growth deliver` uploads it.
-    owed = not failed_gate and bool(delivery.ts) and (
-        (delivery.status == "posted" and chart is not None)
-        or (previous is not None and previous.status == CHART_OWED))
+    # The chart goes into the thread of a new message, or of one whose chart is still owed:
+    # a run killed or an upload failed after the post was recorded, no chart could be drawn,
+    # or the message was a quality alert (no chart) that a passing run turns into the digest.
+    # The record says CHART_OWED until the upload is done, so the next delivery sends it.
+    owed = bool(delivery.ts) and (
+        delivery.status == "posted" or (previous is not None and previous.status == CHART_OWED))
     store.record_delivery(report.framework, as_of, channel, channel_id, delivery.ts,
                           CHART_OWED if owed else delivery.status)
-    if owed and chart is not None:
+    if owed and chart is not None and not failed_gate:
         fault_point("slack.chart")
         upload_chart(token, channel_id or channel, delivery.ts, chart, f"{report.framework} funnel {as_of}")
         store.record_delivery(report.framework, as_of, channel, channel_id, delivery.ts, delivery.status)

@@ -392,6 +392,30 @@ def test_growth_deliver_refused_by_slack_exits_5(demo_urls, slack, tmp_path, mon
     assert slack.messages == {}
 
 
+def test_a_blocked_days_alert_becomes_the_digest_with_its_chart_when_a_later_run_passes(
+    slack, tmp_path, monkeypatch, capsys
+) -> None:
+    from tests.flows.test_reliability_data import _database, _normal_rows
+    from tests.flows.test_reliability_data import _run as run_on
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", VALID_TOKEN)
+    monkeypatch.setenv("SLACK_API_URL", slack.url)
+    code, *_ = run_on(tmp_path, _database(tmp_path / "empty.db", [], []), capsys)  # freshness fails
+    assert code == 3
+    (alert,) = slack.channel_messages("C0GROWTH")
+    assert alert["text"].startswith("DATA QUALITY FAILED")
+    assert slack.calls_to("files.completeUploadExternal") == []  # no chart with an alert
+
+    code, report, _, err = run_on(tmp_path, _database(tmp_path / "loaded.db", *_normal_rows()), capsys)
+    assert code == 0, err  # the source loaded: the same day passes
+    (digest,) = slack.channel_messages("C0GROWTH")  # the alert's message, now the digest
+    assert digest["ts"] == alert["ts"] == report["delivery"]["ts"]
+    assert not digest["text"].startswith("DATA QUALITY FAILED")
+    assert len(slack.calls_to("chat.postMessage")) == 1 and len(slack.calls_to("chat.update")) == 1
+    (upload,) = slack.calls_to("files.completeUploadExternal")  # and the digest's chart, in its thread
+    assert upload.body["thread_ts"] == digest["ts"]
+
+
 def test_growth_deliver_of_a_day_that_failed_the_gate_sends_the_alert_once(slack, tmp_path, monkeypatch, capsys) -> None:
     """Blocked results are stored too (failed_quality): deliver re-sends the alert, not the digest, exit 3."""
     from tests.flows.test_reliability_data import FRAMEWORK, _database
