@@ -180,6 +180,35 @@ LOOKUP_UNAVAILABLE = {"missing_scope", "not_in_channel", "channel_not_found", "c
 """Lookup failures after which posting is still right (nothing to find, or no way to look)."""
 
 
+def chart_in_thread(token: str, channel: str, thread_ts: str, title: str, base_url: str | None = None) -> bool:
+    """Whether a file titled ``title`` is already in the thread of ``thread_ts`` (conversations.replies,
+    at most HISTORY_PAGES x 200 replies). Needs channels:history (groups:history for a private
+    channel); when the thread cannot be read (LOOKUP_UNAVAILABLE), False with a warning: the
+    caller uploads, and a second copy is possible. Other failures raise DeliveryError."""
+    client = slack_client(token, base_url)
+    try:
+        channel_id = resolve_channel_id(client, channel)
+        cursor: str | None = None
+        for _ in range(HISTORY_PAGES):
+            response = _slack_call(
+                f"the thread of the digest in {channel}",
+                lambda cursor=cursor: client.conversations_replies(
+                    channel=channel_id, ts=thread_ts, limit=200, cursor=cursor),
+            )
+            for message in response.get("messages") or []:
+                if any(f.get("title") == title for f in message.get("files") or []):
+                    return True
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                return False
+    except DeliveryError as exc:
+        if exc.reason not in LOOKUP_UNAVAILABLE:
+            raise
+        log.warning("could not look for the chart in the digest's thread in %s (%s): uploading it",
+                    channel, exc.reason)
+    return False
+
+
 def _recover(client, channel: str, marker: dict) -> tuple[str, str] | None:
     try:
         return find_posted(client, channel, marker)
@@ -311,7 +340,9 @@ def deliver_once(store, token: str, report, ui_url: str | None = None, chart: Pa
             search=previous is not None and previous.ts is None,
         )
     except DeliveryError:
-        store.record_delivery(report.framework, as_of, channel, None, None, "failed")  # keeps a stored ts
+        # keeps a stored ts; and a chart still owed stays owed (a failed update pays nothing)
+        owed_before = previous is not None and previous.status == CHART_OWED
+        store.record_delivery(report.framework, as_of, channel, None, None, CHART_OWED if owed_before else "failed")
         raise
     # The chart goes into the thread of a new message, or of one whose chart is still owed:
     # a run killed or an upload failed after the post was recorded, no chart could be drawn,
@@ -323,7 +354,13 @@ def deliver_once(store, token: str, report, ui_url: str | None = None, chart: Pa
                           CHART_OWED if owed else delivery.status)
     if owed and chart is not None and not failed_gate:
         fault_point("slack.chart")
-        upload_chart(token, channel_id or channel, delivery.ts, chart, f"{report.framework} funnel {as_of}")
+        title = f"{report.framework} funnel {as_of}"
+        # A message this attempt posted (or found after a lost answer) has no chart yet. One it
+        # updated may have it after all: an upload whose answer was lost, a store that failed to
+        # record it. Look before uploading again (needs channels:history; without it, upload: a
+        # second copy is better than none).
+        if delivery.status != "updated" or not chart_in_thread(token, channel_id or channel, delivery.ts, title):
+            upload_chart(token, channel_id or channel, delivery.ts, chart, title)
         store.record_delivery(report.framework, as_of, channel, channel_id, delivery.ts, delivery.status)
     if failed_gate:
         return Delivery(channel=delivery.channel, status="skipped", ts=delivery.ts)  # the digest itself was not published

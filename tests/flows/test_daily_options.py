@@ -111,6 +111,22 @@ def test_a_failed_chart_upload_after_the_post_is_retried_as_an_update_with_the_c
     assert upload.body["thread_ts"] == report.delivery.ts
 
 
+def test_a_lost_answer_to_the_chart_upload_is_retried_without_a_second_copy(sources, slack, monkeypatch) -> None:
+    """Slack shared the file but every answer to files.completeUploadExternal was lost: the
+    retry updates the message, finds the chart in its thread (conversations.replies) and
+    does not upload it again."""
+    from tests.support.slack_standin import VALID_TOKEN
+
+    slack.drop_next(times=4, method="files.completeUploadExternal")  # the client's 1 + 3 attempts
+    report = _posting(slack, monkeypatch, VALID_TOKEN)
+    assert len(slack.calls_to("chat.postMessage")) == 1 and len(slack.calls_to("chat.update")) == 1
+    (look,) = slack.calls_to("conversations.replies")
+    assert look.body["ts"] == report.delivery.ts
+    assert len(slack.calls_to("files.getUploadURLExternal")) == 1  # no second upload
+    in_thread = [f for f in slack.files.values() if f.get("shared") and f.get("thread_ts") == report.delivery.ts]
+    assert len(in_thread) == 1
+
+
 def test_a_refused_chart_upload_is_not_retried(sources, slack, monkeypatch) -> None:
     """A refusal (here a missing scope) would be refused again: exit 5, the chart stays owed
     for `growth deliver` (tests/flows/test_reliability_runs.py)."""

@@ -323,13 +323,18 @@ def test_a_chart_that_could_not_be_uploaded_is_owed_and_sent_by_growth_deliver(
         assert (record.ts, record.status) == (posted["ts"], "chart_owed")
 
     deliver = ["deliver", "--framework", str(DEMO_FRAMEWORK), "--as-of", END.isoformat(), "--store", store]
+    slack.refuse_next("not_in_channel", method="chat.update")
+    assert main(deliver) == 5  # a failed update pays nothing: the chart stays owed
+    capsys.readouterr()
+    with MetricStore.open(store) as kept:
+        assert kept.get_delivery(FW, END, "#growth").status == "chart_owed"
     assert main(deliver) == 0  # the scope granted: the same message, updated, and the chart owed
     assert capsys.readouterr().out.strip() == f"digest updated in #growth (ts {posted['ts']})"
     (upload,) = slack.calls_to("files.completeUploadExternal")
     assert upload.body["thread_ts"] == posted["ts"]
     assert main(deliver) == 0  # paid: a later delivery only updates
     assert len(slack.calls_to("files.completeUploadExternal")) == 1
-    assert len(slack.calls_to("chat.postMessage")) == 1 and len(slack.calls_to("chat.update")) == 2
+    assert len(slack.calls_to("chat.postMessage")) == 1 and len(slack.calls_to("chat.update")) == 3
     with MetricStore.open(store) as kept:
         assert kept.get_delivery(FW, END, "#growth").status == "updated"
 

@@ -172,6 +172,29 @@ def test_upload_into_an_unknown_thread_is_a_delivery_error(slack, chart_png: Pat
     assert err.value.reason == "invalid_thread_ts"
 
 
+def test_chart_in_thread_finds_an_uploaded_chart_by_its_title(slack, chart_png: Path) -> None:
+    from tasks.publish import chart_in_thread
+
+    ts = _digest_ts(slack)
+    assert chart_in_thread(VALID_TOKEN, "#growth", ts, PNG_TITLE, base_url=slack.url) is False
+    upload_chart(VALID_TOKEN, "#growth", ts, chart_png, PNG_TITLE, base_url=slack.url)
+    assert chart_in_thread(VALID_TOKEN, "#growth", ts, PNG_TITLE, base_url=slack.url) is True
+    assert chart_in_thread(VALID_TOKEN, "C0GROWTH", ts, "another day's chart", base_url=slack.url) is False
+    other = _digest_ts(slack)  # another message's thread holds nothing
+    assert chart_in_thread(VALID_TOKEN, "C0GROWTH", other, PNG_TITLE, base_url=slack.url) is False
+
+
+def test_chart_in_thread_without_the_history_scope_says_no_and_other_failures_raise(slack) -> None:
+    from tasks.publish import chart_in_thread
+
+    ts = _digest_ts(slack)
+    slack.refuse_next("missing_scope", method="conversations.replies", needed="channels:history")
+    assert chart_in_thread(VALID_TOKEN, "C0GROWTH", ts, PNG_TITLE, base_url=slack.url) is False  # upload, then
+    with pytest.raises(DeliveryError) as err:
+        chart_in_thread(VALID_TOKEN, "C0GROWTH", "1699999999.000001", PNG_TITLE, base_url=slack.url)
+    assert err.value.reason == "thread_not_found"
+
+
 def test_missing_chart_file_is_a_delivery_error(slack, tmp_path: Path) -> None:
     with pytest.raises(DeliveryError) as err:
         upload_chart(VALID_TOKEN, "#growth", "1", tmp_path / "nope.png", "t", base_url=slack.url)

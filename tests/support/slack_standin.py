@@ -21,6 +21,9 @@ What it checks, as Slack does:
 * ``conversations.history``: a channel *ID*; the channel's messages newest first, ``limit``
   a page (``next_cursor``), each message's ``metadata`` only with ``include_all_metadata``
   (messages keep the ``metadata`` they were posted or last updated with);
+* ``conversations.replies``: a channel *ID* and the ``ts`` of one of its messages
+  (else ``thread_not_found``); the message, then one reply per file shared into its thread
+  (``files``: id, name, title), ``limit`` a page (``next_cursor``);
 * ``files.getUploadURLExternal``: ``filename`` and ``length``; answers an ``upload_url``
   on this server (``/upload/<file_id>``, no token needed, like Slack's pre-signed URL);
 * the upload POST: the raw bytes are recorded (``Call.raw``), answered ``OK - <n>``;
@@ -317,6 +320,8 @@ class SlackStandIn:
                 return self._conversations_list(body)
             if method == "conversations.history":
                 return self._conversations_history(body)
+            if method == "conversations.replies":
+                return self._conversations_replies(body)
             if method == "files.getUploadURLExternal":
                 return self._get_upload_url(body)
             if method == "files.completeUploadExternal":
@@ -379,6 +384,27 @@ class SlackStandIn:
         ]
         following = f"hist-{start + limit}" if start + limit < len(newest_first) else ""
         return 200, {}, {"ok": True, "messages": page, "has_more": bool(following),
+                         "response_metadata": {"next_cursor": following}}
+
+    def _conversations_replies(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict]:
+        channel_id, ts = str(body.get("channel") or ""), str(body.get("ts") or "")
+        if channel_id not in CHANNEL_IDS:
+            return 200, {}, {"ok": False, "error": "channel_not_found"}
+        parent = self.messages.get(ts)
+        if parent is None or parent.get("channel_id") != channel_id:
+            return 200, {}, {"ok": False, "error": "thread_not_found"}
+        thread = [{"type": "message", "ts": ts, "text": parent.get("text")}]
+        for n, (file_id, f) in enumerate(sorted(self.files.items()), start=1):
+            if f.get("shared") and f.get("channel_id") == channel_id and str(f.get("thread_ts")) == ts:
+                thread.append({"type": "message", "ts": f"{ts[:-6]}{int(ts[-6:]) + n:06d}", "thread_ts": ts,
+                               "files": [{"id": file_id, "name": f["filename"], "title": f["title"]}]})
+        try:
+            limit = int(body.get("limit") or 1000)
+            start = int(str(body.get("cursor") or "rep-0").removeprefix("rep-"))
+        except ValueError:
+            return 200, {}, {"ok": False, "error": "invalid_cursor"}
+        following = f"rep-{start + limit}" if start + limit < len(thread) else ""
+        return 200, {}, {"ok": True, "messages": thread[start : start + limit], "has_more": bool(following),
                          "response_metadata": {"next_cursor": following}}
 
     def _get_upload_url(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict]:
