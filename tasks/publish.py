@@ -157,23 +157,26 @@ def find_posted(client, channel: str, marker: dict) -> tuple[str, str] | None:
     (conversations.history, the newest HISTORY_PAGES x 200 messages), else None.
     Needs the scope channels:history (groups:history for a private channel)."""
     channel_id = resolve_channel_id(client, channel)
+    history = _messages(f"the history of {channel}", lambda cursor: client.conversations_history(
+        channel=channel_id, limit=200, cursor=cursor, include_all_metadata=True))
+    for message in history:
+        metadata = message.get("metadata") or {}
+        if (metadata.get("event_type") == marker["event_type"]
+                and metadata.get("event_payload") == marker["event_payload"] and message.get("ts")):
+            return channel_id, str(message["ts"])
+    return None
+
+
+def _messages(subject: str, read_page):
+    """The messages of a paged read (conversations.history, .replies): ``read_page(cursor)``
+    for at most HISTORY_PAGES pages, following ``response_metadata.next_cursor``."""
     cursor: str | None = None
     for _ in range(HISTORY_PAGES):
-        response = _slack_call(
-            f"the history of {channel}",
-            lambda cursor=cursor: client.conversations_history(
-                channel=channel_id, limit=200, cursor=cursor, include_all_metadata=True
-            ),
-        )
-        for message in response.get("messages") or []:
-            metadata = message.get("metadata") or {}
-            if (metadata.get("event_type") == marker["event_type"]
-                    and metadata.get("event_payload") == marker["event_payload"] and message.get("ts")):
-                return channel_id, str(message["ts"])
+        response = _slack_call(subject, lambda cursor=cursor: read_page(cursor))
+        yield from response.get("messages") or []
         cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
         if not cursor:
-            break
-    return None
+            return
 
 
 LOOKUP_UNAVAILABLE = {"missing_scope", "not_in_channel", "channel_not_found", "connection_error"}
@@ -188,19 +191,9 @@ def chart_in_thread(token: str, channel: str, thread_ts: str, title: str, base_u
     client = slack_client(token, base_url)
     try:
         channel_id = resolve_channel_id(client, channel)
-        cursor: str | None = None
-        for _ in range(HISTORY_PAGES):
-            response = _slack_call(
-                f"the thread of the digest in {channel}",
-                lambda cursor=cursor: client.conversations_replies(
-                    channel=channel_id, ts=thread_ts, limit=200, cursor=cursor),
-            )
-            for message in response.get("messages") or []:
-                if any(f.get("title") == title for f in message.get("files") or []):
-                    return True
-            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
-            if not cursor:
-                return False
+        thread = _messages(f"the thread of the digest in {channel}", lambda cursor: client.conversations_replies(
+            channel=channel_id, ts=thread_ts, limit=200, cursor=cursor))
+        return any(f.get("title") == title for message in thread for f in message.get("files") or [])
     except DeliveryError as exc:
         if exc.reason not in LOOKUP_UNAVAILABLE:
             raise
