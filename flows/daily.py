@@ -31,7 +31,7 @@ from framework.digest import (
 from framework.engine import as_of_end, compute
 from framework.errors import RETRY_DELAYS, DeliveryError, QualityGateError, SourceError, UsageError
 from framework.milestones import assemble, merge_milestones, step_definition
-from framework.report import DataQuality, Delivery, FunnelResult, Report
+from framework.report import DataQuality, Delivery, FunnelResult, Report, slug
 from framework.trend import RUNS_AGO_NEEDED, attach_trends
 from tasks import events, extract, publish, secrets
 from tasks.extract import (  # the time limits; the CLI's pre-flight check reads them too (no Prefect there)
@@ -134,8 +134,7 @@ DATA_DOCS_ENV = "GROWTH_DATA_DOCS_DIR"
 def data_docs_dir(framework: str, as_of: date) -> Path:
     """Where a run's GX Data Docs go: $GROWTH_DATA_DOCS_DIR (default <GROWTH_DATA_DIR or
     data>/data-docs) / <framework slug> / <as_of>/ (a re-run of the day replaces it)."""
-    root = os.environ.get(DATA_DOCS_ENV) or str(Path(os.environ.get("GROWTH_DATA_DIR", "data")) / "data-docs")
-    return Path(root).resolve() / _slug(framework) / as_of.isoformat()
+    return _data_part(DATA_DOCS_ENV, "data-docs") / slug(framework) / as_of.isoformat()
 
 
 REPORTS_ENV = "GROWTH_REPORTS_DIR"
@@ -144,8 +143,12 @@ REPORTS_ENV = "GROWTH_REPORTS_DIR"
 def reports_dir() -> Path:
     """Where a deployment run's ``report_json`` goes: $GROWTH_REPORTS_DIR (default
     <GROWTH_DATA_DIR or data>/reports)."""
-    root = os.environ.get(REPORTS_ENV) or str(Path(os.environ.get("GROWTH_DATA_DIR", "data")) / "reports")
-    return Path(root).resolve()
+    return _data_part(REPORTS_ENV, "reports")
+
+
+def _data_part(env: str, name: str) -> Path:
+    """$<env>, else <GROWTH_DATA_DIR or data>/<name>; absolute."""
+    return Path(os.environ.get(env) or Path(os.environ.get("GROWTH_DATA_DIR", "data")) / name).resolve()
 
 
 def report_target(report_json: str | None) -> str | None:
@@ -158,7 +161,7 @@ def report_target(report_json: str | None) -> str | None:
         return report_json
     target = Path(report_json)
     if deployment.id is not None:
-        root, relative = reports_dir(), Path(report_json)
+        root, relative = reports_dir(), target
         target = root / relative
         if (relative.is_absolute() or relative.drive or relative.root or ".." in relative.parts
                 or not relative.name or not target.resolve().is_relative_to(root)):
@@ -168,10 +171,6 @@ def report_target(report_json: str | None) -> str | None:
             )
     publish.check_writable(target, "report_json")
     return str(target)
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
 def previous_run(store: MetricStore, framework: str, as_of: date) -> dict[str, tuple[int, int]] | None:
@@ -380,7 +379,7 @@ def _flow_run_name() -> str:
 def artifacts(report: Report, text: str, chart: Path | None = None, chart_kept: bool = False) -> None:
     """The run's artifacts; ``chart_kept``: the chart file outlives the run (it sits next to the
     report), so the digest artifact names its path."""
-    key = "growth-" + "".join(c if c.isalnum() else "-" for c in report.framework.lower()).strip("-")
+    key = f"growth-{slug(report.framework)}"
     chart_line = f"\n\nFunnel chart: `{chart}`" if chart and chart_kept else ""
     create_markdown_artifact(
         markdown=markdown_code_block(text) + chart_line, key=f"{key}-digest", description="The digest"

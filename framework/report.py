@@ -17,6 +17,13 @@ DeliveryStatus = Literal["posted", "updated", "dry_run", "skipped", "failed"]
 DECIMALS = 6
 
 
+def slug(name: str) -> str:
+    """A framework's name as a key: lower case, every character other than a letter or digit a
+    '-', no '-' at either end ("Prefect Growth Framework" -> prefect-growth-framework).
+    Artifact keys, Data Docs directories and event resource ids use it."""
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
 def _round(value: Any, significant: frozenset[str] = frozenset()) -> Any:
     """Floats to DECIMALS decimals (NaN and infinities to None), through dicts and lists; the
     values of keys in ``significant`` to DECIMALS significant figures instead (a p-value of

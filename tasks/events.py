@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from framework.report import Report
+from framework.report import Report, slug
 
 log = logging.getLogger("growth.events")
 
@@ -24,8 +24,7 @@ FAILED = "growth.digest.failed"
 
 
 def framework_resource(name: str) -> dict[str, str]:
-    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-    return {"prefect.resource.id": f"growth.framework.{slug}", "prefect.resource.name": name}
+    return {"prefect.resource.id": f"growth.framework.{slug(name)}", "prefect.resource.name": name}
 
 
 def completed_payload(report: Report, ui_url: str | None) -> dict[str, Any]:

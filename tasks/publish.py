@@ -322,6 +322,7 @@ def deliver_once(store, token: str, report, ui_url: str | None = None, chart: Pa
         blocks = render_quality_alert_blocks(report, ui_url)
     else:
         text, blocks = fallback_text(report), render_blocks(report, ui_url)
+    owed_before = previous is not None and previous.status == CHART_OWED  # the message's chart
     if previous is None:
         store.record_delivery(report.framework, as_of, channel, None, None, "pending")
     try:
@@ -334,15 +335,13 @@ def deliver_once(store, token: str, report, ui_url: str | None = None, chart: Pa
         )
     except DeliveryError:
         # keeps a stored ts; and a chart still owed stays owed (a failed update pays nothing)
-        owed_before = previous is not None and previous.status == CHART_OWED
         store.record_delivery(report.framework, as_of, channel, None, None, CHART_OWED if owed_before else "failed")
         raise
     # The chart goes into the thread of a new message, or of one whose chart is still owed:
     # a run killed or an upload failed after the post was recorded, no chart could be drawn,
     # or the message was a quality alert (no chart) that a passing run turns into the digest.
     # The record says CHART_OWED until the upload is done, so the next delivery sends it.
-    owed = bool(delivery.ts) and (
-        delivery.status == "posted" or (previous is not None and previous.status == CHART_OWED))
+    owed = bool(delivery.ts) and (delivery.status == "posted" or owed_before)
     store.record_delivery(report.framework, as_of, channel, channel_id, delivery.ts,
                           CHART_OWED if owed else delivery.status)
     if owed and chart is not None and not failed_gate:
